@@ -1,0 +1,20 @@
+"""Registry of explanation methods: name -> class, imported lazily (methods import TensorFlow)."""
+
+from __future__ import annotations
+
+import importlib
+
+_REGISTRY: dict[str, str] = {
+    "gradcam": "cnnvis_cli.methods.gradcam:GradCAM",
+}
+
+
+def method_names() -> list[str]:
+    """Names of the registered methods, in registration order."""
+    return list(_REGISTRY)
+
+
+def get_method(name: str) -> type:
+    """The Method subclass registered under ``name``."""
+    module_name, _, class_name = _REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)

@@ -1,0 +1,101 @@
+"""Progress display on stderr: a Rich bar on a terminal, plain lines otherwise, or silence.
+
+Errors are always shown (one line each, naming the file), even with ``--quiet``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+PLAIN_INTERVAL_SECONDS = 5.0
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} img/s" if speed else "- img/s", style="progress.data.speed")
+
+
+class ProgressReporter:
+    """Reports a run's progress; use as a context manager around the work."""
+
+    def __init__(self, console: Console, *, quiet: bool = False) -> None:
+        self.console = console
+        self.quiet = quiet
+        self.interactive = console.is_terminal and not quiet
+        self._progress: Progress | None = None
+        self._task = None
+        self._total = 0
+        self._done = 0.0
+        self._started = time.perf_counter()
+        self._last_plain = self._started
+
+    def __enter__(self) -> ProgressReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def info(self, message: str) -> None:
+        """A plain status line (suppressed by --quiet)."""
+        if not self.quiet:
+            self.console.print(message, highlight=False, soft_wrap=True)
+
+    def error(self, path: Path | str, message: str) -> None:
+        """One line naming the failed file and why."""
+        self.console.print(
+            f"[red]error[/red]: {escape(str(path))}: {escape(message)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    def start(self, total: int, label: str) -> None:
+        self._total = total
+        self._started = self._last_plain = time.perf_counter()
+        if self.interactive:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                _RateColumn(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[current]}", style="dim"),
+                console=self.console,
+                transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(label, total=total, current="")
+
+    def advance(self, amount: float, current: str = "") -> None:
+        """Mark ``amount`` images done (fractions allowed for long per-image work)."""
+        self._done += amount
+        if self._progress is not None:
+            self._progress.update(self._task, advance=amount, current=escape(current))
+        elif not self.quiet:
+            now = time.perf_counter()
+            if now - self._last_plain >= PLAIN_INTERVAL_SECONDS and self._done < self._total:
+                self._last_plain = now
+                rate = self._done / max(now - self._started, 1e-9)
+                self.console.print(
+                    f"{int(self._done)}/{self._total} images ({rate:.1f} images/s)",
+                    highlight=False,
+                )
