@@ -65,5 +65,7 @@ def tf_and_keras() -> tuple[ModuleType, ModuleType]:
 
             absl_logging.set_verbosity(absl_logging.ERROR)
         keras.utils.disable_interactive_logging()
+        # Keras warns when a model built with a one-element input list gets a bare tensor.
+        warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
         _modules = (tf, keras)
     return _modules

@@ -1,0 +1,79 @@
+"""Shared fixtures: small Keras models built in code, once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "sample_images"
+
+
+@pytest.fixture(scope="session")
+def keras_mod():
+    from cnnvis_cli._tf import tf_and_keras
+
+    _, keras = tf_and_keras()
+    keras.utils.set_random_seed(0)
+    return keras
+
+
+def build_cam_model(keras, activation: str | None = None, size=(16, 20), classes: int = 3):
+    """conv -> global average pooling -> dense: the model on which Grad-CAM equals CAM."""
+    inputs = keras.Input((*size, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(classes, activation=activation, name="head")(x)
+    return keras.Model(inputs, outputs)
+
+
+@pytest.fixture(scope="session")
+def cam_model(keras_mod):
+    """conv -> GAP -> dense (linear head), with random weights."""
+    keras_mod.utils.set_random_seed(1)
+    return build_cam_model(keras_mod)
+
+
+@pytest.fixture(scope="session")
+def saved_model(tmp_path_factory, keras_mod):
+    """A small saved .keras classifier (Rescaling first, softmax head) and its class names."""
+    keras_mod.utils.set_random_seed(2)
+    model = keras_mod.Sequential(
+        [
+            keras_mod.Input((24, 24, 3)),
+            keras_mod.layers.Rescaling(1 / 255),
+            keras_mod.layers.Conv2D(8, 3, activation="relu", name="conv1"),
+            keras_mod.layers.Conv2D(8, 3, activation="relu", name="conv2"),
+            keras_mod.layers.GlobalAveragePooling2D(),
+            keras_mod.layers.Dense(3, activation="softmax", name="predictions"),
+        ],
+        name="tiny",
+    )
+    folder = tmp_path_factory.mktemp("model")
+    path = folder / "tiny.keras"
+    model.save(path)
+    (folder / "tiny.classes.json").write_text('["cat", "dog", "bird"]')
+    return path
+
+
+def write_image(path: Path, image: np.ndarray) -> Path:
+    """Encode by extension (RGB/RGBA/gray arrays) and write bytes, so any path works."""
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+    ok, data = cv2.imencode(path.suffix, image)
+    assert ok
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.tobytes())
+    return path
+
+
+def random_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
