@@ -177,6 +177,27 @@ def gradcam(
 
 
 @app.command(rich_help_panel=TOOLS_PANEL)
+def layers(
+    model: Annotated[str, typer.Argument(help="Keras model file (.keras or .h5).")],
+    show_all: Annotated[bool, typer.Option("--all", help="List every layer.")] = False,
+    preprocess: PreprocessOpt = "auto",
+) -> None:
+    """List the layers Grad-CAM can use, the automatic choice, input and head."""
+    from rich.console import Console
+
+    from cnnvis_cli.errors import CnnvisError
+    from cnnvis_cli.inspect import print_layers
+    from cnnvis_cli.model import load_model
+
+    try:
+        adapter = load_model(model, preprocess=preprocess)
+    except CnnvisError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    print_layers(adapter, Console(), show_all)
+
+
+@app.command(rich_help_panel=TOOLS_PANEL)
 def demo(
     out: OutOpt = Path("cnnvis-out/demo"),
     quiet: QuietOpt = False,

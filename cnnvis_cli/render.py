@@ -26,13 +26,28 @@ COLORMAPS: dict[str, int] = {
 }
 
 
-def colormap_code(name: str) -> int:
-    """OpenCV colormap constant for a name such as ``jet``, ``turbo`` or ``viridis``."""
+DIVERGING = "diverging"
+
+
+def _diverging_lut() -> np.ndarray:
+    """A 256-entry blue -> white -> red lookup table (BGR), for signed maps centred on 0.5."""
+    t = np.linspace(-1.0, 1.0, 256, dtype=np.float32)
+    red = np.where(t < 0, 1.0 + t, 1.0)
+    blue = np.where(t > 0, 1.0 - t, 1.0)
+    green = 1.0 - np.abs(t)
+    bgr = np.stack([blue, green, red], axis=-1) * 255.0
+    return bgr.round().astype(np.uint8).reshape(256, 1, 3)
+
+
+def colormap_code(name: str) -> int | np.ndarray:
+    """OpenCV colormap for a name such as ``jet``, ``turbo``, ``viridis`` (or ``diverging``)."""
+    if name.lower() == DIVERGING:
+        return _diverging_lut()
     try:
         return COLORMAPS[name.lower()]
     except KeyError:
         raise ValueError(
-            f"unknown colormap {name!r}; choose one of {', '.join(sorted(COLORMAPS))}"
+            f"unknown colormap {name!r}; choose one of {', '.join(sorted(COLORMAPS))}, {DIVERGING}"
         ) from None
 
 

@@ -21,6 +21,7 @@ from rich.console import Console
 from cnnvis_cli.errors import EXIT_INTERRUPTED, CnnvisError, InputError
 from cnnvis_cli.images import DEFAULT_MAX_PIXELS, ImageSource, InputItem, LoadedImage, discover
 from cnnvis_cli.render import (
+    DIVERGING,
     colormap_code,
     overlay,
     resize_map,
@@ -118,23 +119,28 @@ class OutputWriter:
             raise InputError(f"output {path} would overwrite an input; choose another -o/--out")
         return path
 
+    def picture(self, original: np.ndarray, native: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The map at the image's own resolution, and the picture to save for it."""
+        height, width = original.shape[:2]
+        full = resize_map(native, height, width)
+        if self.method.signed:
+            return full, signed_to_image(full)
+        if getattr(self.method, "diverging", False):  # signed heatmap in [-1, 1]
+            full = np.clip(full, -1.0, 1.0)
+            heat = (full + 1.0) / 2.0
+            return full, overlay(original, heat, alpha=self.config.alpha, colormap=DIVERGING)
+        full = np.clip(full, 0.0, 1.0)
+        return full, overlay(original, full, alpha=self.config.alpha, colormap=self.config.colormap)
+
     def render(self, loaded: LoadedImage, explanation: Any) -> list[dict[str, Any]]:
         """Write overlay (and raw) files for every target; return the summary's target records."""
-        height, width = loaded.original.shape[:2]
         adapter = self.method.adapter
         top_k = len(explanation.maps)
         targets = []
         for rank, (cls, score, native) in enumerate(
             zip(explanation.class_indices, explanation.scores, explanation.maps, strict=True)
         ):
-            full = resize_map(native, height, width)
-            if self.method.signed:
-                picture = signed_to_image(full)
-            else:
-                full = np.clip(full, 0.0, 1.0)
-                picture = overlay(
-                    loaded.original, full, alpha=self.config.alpha, colormap=self.config.colormap
-                )
+            full, picture = self.picture(loaded.original, native)
             outputs = {}
             path = self.output_path(loaded.item, ".png", rank, top_k)
             write_png(path, picture)
