@@ -131,3 +131,28 @@ def write_npy(path: Path, array: np.ndarray) -> None:
 def write_text(path: Path, text: str) -> None:
     """Write UTF-8 text atomically."""
     _atomic_write(path, text.encode("utf-8"))
+
+
+def _label(width: int, text: str, height: int = 28, scale: float = 0.55) -> np.ndarray:
+    """A white strip with dark text, clipped to the strip's width (ASCII only: Hershey font)."""
+    strip = np.full((height, width, 3), 255, np.uint8)
+    text = text.encode("ascii", "replace").decode()
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    while len(text) > 1 and cv2.getTextSize(text, font, scale, 1)[0][0] > width - 8:
+        text = text[:-2] + "~"
+    baseline = (height + cv2.getTextSize(text, font, scale, 1)[0][1]) // 2
+    cv2.putText(strip, text, (4, baseline), font, scale, (20, 20, 20), 1, cv2.LINE_AA)
+    return strip
+
+
+def panel(tiles: list[tuple[str, np.ndarray]], header: str, tile_height: int = 256) -> np.ndarray:
+    """Side-by-side labelled tiles (all scaled to ``tile_height``) under a one-line header."""
+    columns = []
+    for title, image in tiles:
+        height, width = image.shape[:2]
+        new_width = max(1, round(width * tile_height / height))
+        scaled = cv2.resize(image, (new_width, tile_height), interpolation=cv2.INTER_AREA)
+        columns.append(np.vstack([_label(new_width, title), scaled]))
+    gap = np.full((columns[0].shape[0], 6, 3), 255, np.uint8)
+    body = np.hstack([part for column in columns for part in (column, gap)][:-1])
+    return np.vstack([_label(body.shape[1], header, height=32, scale=0.6), body])
