@@ -7,6 +7,7 @@ instant.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Annotated
 
@@ -128,52 +129,129 @@ def main_callback(
     """See where a convolutional network looks: heatmap overlays for Keras image models."""
 
 
-def _run(method: str, method_options: dict | None = None, **options) -> None:
+PatchOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--patch",
+        min=1,
+        help="Occluding patch side in model-input pixels (default: 16 at "
+        "224x224, scaled to the input size).",
+        show_default=False,
+    ),
+]
+StrideOpt = Annotated[
+    int | None,
+    typer.Option("--stride", min=1, help="Patch stride (default: patch/2).", show_default=False),
+]
+BaselineOpt = Annotated[
+    str,
+    typer.Option(
+        "--baseline",
+        help="Occluder: mean (image mean) | zero | gray (127.5) | blur | a value "
+        "on the 0..255 scale.",
+    ),
+]
+SignedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--signed",
+        help="Keep negative values (patches whose removal raises the score), "
+        "drawn with a diverging colormap.",
+    ),
+]
+MethodsOpt = Annotated[
+    str,
+    typer.Option("--methods", help="Comma-separated methods, one panel column each."),
+]
+
+
+def _param(name: str, annotation: object, default: object = inspect.Parameter.empty):
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default
+    )
+
+
+# Options every method command takes, in --help order: (parameter name, type, default).
+COMMON_HEAD = [_param("images", Images), _param("model", ModelOpt)]
+COMMON_TAIL = [
+    _param("class_spec", ClassOpt, None),
+    _param("top_k", TopKOpt, 1),
+    _param("batch_size", BatchOpt, 16),
+    _param("preprocess", PreprocessOpt, "auto"),
+    _param("class_names", ClassNamesOpt, None),
+    _param("recursive", RecursiveOpt, False),
+    _param("max_pixels", MaxPixelsOpt, 100_000_000),
+    _param("out", OutOpt, Path("cnnvis-out")),
+    _param("alpha", AlphaOpt, 0.4),
+    _param("colormap", ColormapOpt, "jet"),
+    _param("save_raw", SaveRawOpt, False),
+    _param("json_output", JsonOpt, False),
+    _param("quiet", QuietOpt, False),
+]
+LAYER = _param("layer", LayerOpt, None)
+OCCLUSION = [
+    _param("patch", PatchOpt, None),
+    _param("stride", StrideOpt, None),
+    _param("baseline", BaselineOpt, "mean"),
+]
+
+
+def _run(method: str, method_options: dict, **options) -> None:
     from cnnvis_cli.runner import RunConfig, run
 
-    config = RunConfig(method=method, method_options=method_options or {}, **options)
+    options["inputs"] = options.pop("images")
+    config = RunConfig(method=method, method_options=method_options, **options)
     raise typer.Exit(run(config))
 
 
-@app.command(rich_help_panel=METHODS_PANEL)
-def gradcam(
-    images: Images,
-    model: ModelOpt,
-    out: OutOpt = Path("cnnvis-out"),
-    layer: LayerOpt = None,
-    class_spec: ClassOpt = None,
-    top_k: TopKOpt = 1,
-    batch_size: BatchOpt = 16,
-    alpha: AlphaOpt = 0.4,
-    colormap: ColormapOpt = "jet",
-    preprocess: PreprocessOpt = "auto",
-    class_names: ClassNamesOpt = None,
-    save_raw: SaveRawOpt = False,
-    json_output: JsonOpt = False,
-    quiet: QuietOpt = False,
-    recursive: RecursiveOpt = False,
-    max_pixels: MaxPixelsOpt = 100_000_000,
-) -> None:
-    """Grad-CAM heatmaps (Selvaraju et al., 2017): where the class evidence is."""
-    _run(
-        "gradcam",
-        {"layer": layer},
-        inputs=images,
-        model=model,
-        out=out,
-        class_spec=class_spec,
-        top_k=top_k,
-        batch_size=batch_size,
-        alpha=alpha,
-        colormap=colormap,
-        preprocess=preprocess,
-        class_names=class_names,
-        save_raw=save_raw,
-        json_output=json_output,
-        quiet=quiet,
-        recursive=recursive,
-        max_pixels=max_pixels,
-    )
+def method_command(name: str, summary: str, extra: list[inspect.Parameter], **renamed) -> None:
+    """Register ``cnnvis NAME``: the common options plus the method's own ``extra`` ones.
+
+    ``renamed`` maps a CLI parameter name to the method option it feeds, when they differ.
+    """
+    extra_names = [p.name for p in extra]
+
+    def command(**kwargs: object) -> None:
+        method_options = {renamed.get(n, n): kwargs.pop(n) for n in extra_names}
+        if "methods" in method_options:
+            method_options["methods"] = [
+                m.strip() for m in str(method_options["methods"]).split(",") if m.strip()
+            ]
+        _run(name, method_options, **kwargs)
+
+    command.__signature__ = inspect.Signature(COMMON_HEAD + extra + COMMON_TAIL)
+    command.__doc__ = summary
+    command.__name__ = name.replace("-", "_")
+    app.command(name=name, rich_help_panel=METHODS_PANEL)(command)
+
+
+method_command(
+    "gradcam",
+    "Grad-CAM heatmaps (Selvaraju et al., 2017): where the class evidence is.",
+    [LAYER],
+)
+method_command(
+    "occlusion",
+    "Occlusion sensitivity (Zeiler & Fergus, 2014): how much the class score drops when a "
+    "patch is hidden.",
+    [*OCCLUSION, _param("signed", SignedOpt, False)],
+    signed="signed_map",
+)
+method_command(
+    "guided",
+    "Guided back-propagation (Springenberg et al., 2015): pixel-level gradient detail.",
+    [],
+)
+method_command(
+    "guided-gradcam",
+    "Guided Grad-CAM (Selvaraju et al., 2017): guided back-propagation x Grad-CAM.",
+    [LAYER],
+)
+method_command(
+    "compare",
+    "One labelled panel per image: input | Grad-CAM | occlusion | guided Grad-CAM.",
+    [_param("methods", MethodsOpt, "gradcam,occlusion,guided-gradcam"), LAYER, *OCCLUSION],
+)
 
 
 @app.command(rich_help_panel=TOOLS_PANEL)

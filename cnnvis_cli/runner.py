@@ -24,6 +24,7 @@ from cnnvis_cli.render import (
     DIVERGING,
     colormap_code,
     overlay,
+    panel,
     resize_map,
     signed_to_image,
     write_npy,
@@ -112,20 +113,21 @@ class OutputWriter:
         self.pending: deque[tuple[InputItem, Future]] = deque()
         self.limit = max(4, 2 * config.batch_size)
 
-    def output_path(self, item: InputItem, suffix: str, rank: int, top_k: int) -> Path:
-        tag = f"_top{rank + 1}" if top_k > 1 else ""
-        path = self.config.out / item.rel_dir / f"{item.out_stem}_{self.method.name}{tag}{suffix}"
+    def output_path(self, item: InputItem, name: str, suffix: str, tag: str = "") -> Path:
+        path = self.config.out / item.rel_dir / f"{item.out_stem}_{name}{tag}{suffix}"
         if path.resolve() in self.inputs:
             raise InputError(f"output {path} would overwrite an input; choose another -o/--out")
         return path
 
-    def picture(self, original: np.ndarray, native: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def picture(
+        self, original: np.ndarray, native: np.ndarray, method: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The map at the image's own resolution, and the picture to save for it."""
         height, width = original.shape[:2]
         full = resize_map(native, height, width)
-        if self.method.signed:
+        if method.signed:
             return full, signed_to_image(full)
-        if getattr(self.method, "diverging", False):  # signed heatmap in [-1, 1]
+        if getattr(method, "diverging", False):  # signed heatmap in [-1, 1]
             full = np.clip(full, -1.0, 1.0)
             heat = (full + 1.0) / 2.0
             return full, overlay(original, heat, alpha=self.config.alpha, colormap=DIVERGING)
@@ -135,20 +137,34 @@ class OutputWriter:
     def render(self, loaded: LoadedImage, explanation: Any) -> list[dict[str, Any]]:
         """Write overlay (and raw) files for every target; return the summary's target records."""
         adapter = self.method.adapter
+        columns = explanation.extras.get("columns")
         top_k = len(explanation.maps)
         targets = []
-        for rank, (cls, score, native) in enumerate(
-            zip(explanation.class_indices, explanation.scores, explanation.maps, strict=True)
+        for rank, (cls, score) in enumerate(
+            zip(explanation.class_indices, explanation.scores, strict=True)
         ):
-            full, picture = self.picture(loaded.original, native)
-            outputs = {}
-            path = self.output_path(loaded.item, ".png", rank, top_k)
+            tag = f"_top{rank + 1}" if top_k > 1 else ""
+            outputs: dict[str, str] = {}
+            raws: list[tuple[str, np.ndarray]] = []
+            if columns is None:
+                full, picture = self.picture(loaded.original, explanation.maps[rank], self.method)
+                raws.append((self.method.name, full))
+            else:
+                tiles = [("input", loaded.original)]
+                for method, maps in columns:
+                    full, tile = self.picture(loaded.original, maps[rank], method)
+                    tiles.append((method.title, tile))
+                    raws.append((method.name, full))
+                label = adapter.class_name(cls) or f"class {cls}"
+                picture = panel(tiles, f"{loaded.item.path.name}: {label} ({score:.3f})")
+            path = self.output_path(loaded.item, self.method.name, ".png", tag)
             write_png(path, picture)
             outputs["overlay"] = str(path)
             if self.config.save_raw:
-                raw_path = self.output_path(loaded.item, ".npy", rank, top_k)
-                write_npy(raw_path, full)
-                outputs["raw"] = str(raw_path)
+                for name, full in raws:
+                    raw_path = self.output_path(loaded.item, name, ".npy", tag)
+                    write_npy(raw_path, full)
+                    outputs["raw" if len(raws) == 1 else f"raw_{name}"] = str(raw_path)
             targets.append(
                 {
                     "class_index": cls,

@@ -6,6 +6,10 @@ import importlib
 
 _REGISTRY: dict[str, str] = {
     "gradcam": "cnnvis_cli.methods.gradcam:GradCAM",
+    "occlusion": "cnnvis_cli.methods.occlusion:Occlusion",
+    "guided": "cnnvis_cli.methods.guided:GuidedBackprop",
+    "guided-gradcam": "cnnvis_cli.methods.guided:GuidedGradCAM",
+    "compare": "cnnvis_cli.methods.compare:Compare",
 }
 
 
