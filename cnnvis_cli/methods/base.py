@@ -68,6 +68,10 @@ class Method(ABC):
         """Parameters recorded in the run summary."""
         return {"class_index": self.class_index, "top_k": self.top_k}
 
+    def notes(self) -> list[str]:
+        """Caveats worth telling the user once per run (e.g. layers a method cannot handle)."""
+        return []
+
     def explain(
         self, images: np.ndarray, progress: ProgressCallback | None = None
     ) -> list[Explanation]:

@@ -152,6 +152,16 @@ def _guided(function: Callable[..., Any], threshold: float, max_value: float | N
     return guided
 
 
+def unguided_note(paths: list[str]) -> list[str]:
+    """The run note listing hidden layers whose nonlinearity is not a ReLU."""
+    if not paths:
+        return []
+    shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    return [
+        f"{len(paths)} layer(s) with a non-ReLU nonlinearity are back-propagated unguided: {shown}"
+    ]
+
+
 class _GuidedReLUs:
     """Context manager: swap each gate's function for its guided wrapper, restore on exit."""
 
@@ -202,6 +212,9 @@ class GuidedBackprop(Method):
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "unguided_layers": list(self.unguided_layers)}
+
+    def notes(self) -> list[str]:
+        return unguided_note(self.unguided_layers)
 
     def compute(self, raw: Any, targets: Any = None) -> tuple[Any, Any, Any]:
         """Guided gradients (B, K, h, w, c), targets (B, K) and target outputs (B, K).
@@ -256,6 +269,9 @@ class GuidedGradCAM(Method):
             "layer": self.layer.path,
             "unguided_layers": list(self.unguided_layers),
         }
+
+    def notes(self) -> list[str]:
+        return unguided_note(self.unguided_layers)
 
     def compute(self, raw: Any) -> tuple[Any, Any, Any]:
         """Guided Grad-CAM maps (B, K, h, w, c), targets (B, K) and target outputs (B, K)."""
