@@ -1,0 +1,104 @@
+"""Occlusion, guided back-propagation, guided Grad-CAM and compare from the command line."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cnnvis_cli.cli import app
+from tests.conftest import random_rgb, write_image
+
+
+def _invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    write_image(root / "wide.png", random_rgb(30, 52, seed=1))
+    write_image(root / "tall.jpg", random_rgb(61, 27, seed=2))
+    return root
+
+
+@pytest.mark.parametrize("method", ["occlusion", "guided", "guided-gradcam"])
+def test_method_writes_overlay_and_raw_at_input_size(method, folder, saved_model, tmp_path):
+    out = tmp_path / method
+    result = _invoke(method, folder, "-m", saved_model, "-o", out, "--save-raw", "-q")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == method and summary["totals"]["processed"] == 2
+    for record in summary["results"]:
+        height, width = cv2.imread(record["input"]).shape[:2]
+        assert cv2.imread(record["outputs"]["overlay"]).shape == (height, width, 3)
+        raw = np.load(record["outputs"]["raw"])
+        assert raw.dtype == np.float32 and np.isfinite(raw).all()
+        if method == "occlusion":
+            assert raw.shape == (height, width) and raw.min() >= 0 and raw.max() <= 1
+        else:  # signed gradient, one value per channel
+            assert raw.shape == (height, width, 3)
+
+
+def test_occlusion_options_reach_the_method(folder, saved_model, tmp_path):
+    out = tmp_path / "occ"
+    args = ["--patch", "5", "--stride", "3", "--baseline", "gray", "--signed", "-q"]
+    result = _invoke("occlusion", folder, "-m", saved_model, "-o", out, "--save-raw", *args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    params = summary["params"]
+    assert (params["patch"], params["stride"], params["baseline"], params["signed"]) == (
+        5,
+        3,
+        "gray",
+        True,
+    )
+    raw = np.load(summary["results"][0]["outputs"]["raw"])
+    assert raw.min() >= -1 and raw.max() <= 1
+
+
+def test_occlusion_bad_patch_is_a_usage_error(folder, saved_model, tmp_path):
+    result = _invoke("occlusion", folder, "-m", saved_model, "-o", tmp_path, "--patch", "99")
+    assert result.exit_code == 2
+    assert "patch" in result.stderr
+
+
+def test_compare_writes_one_labelled_panel_per_image(folder, saved_model, tmp_path):
+    out = tmp_path / "cmp"
+    result = _invoke("compare", folder, "-m", saved_model, "-o", out, "-q", "--save-raw")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["params"]["methods"] == ["gradcam", "occlusion", "guided-gradcam"]
+    for record in summary["results"]:
+        height, width = cv2.imread(record["input"]).shape[:2]
+        panel = cv2.imread(record["outputs"]["overlay"])
+        tile_width = round(width * 256 / height)
+        assert panel.shape[0] == 32 + 28 + 256  # header + titles + tiles
+        assert panel.shape[1] == 4 * tile_width + 3 * 6
+        for name in ("gradcam", "occlusion", "guided-gradcam"):
+            assert record["outputs"][f"raw_{name}"].endswith(f"_{name}.npy")
+
+
+def test_unknown_compare_method_is_a_usage_error(folder, saved_model, tmp_path):
+    result = _invoke("compare", folder, "-m", saved_model, "-o", tmp_path, "--methods", "foo")
+    assert result.exit_code == 2
+    assert "unknown method" in result.stderr
+
+
+def test_unguided_layers_are_reported(keras_mod, folder, tmp_path):
+    model = keras_mod.Sequential(
+        [
+            keras_mod.Input((16, 16, 3)),
+            keras_mod.layers.Conv2D(4, 3, activation="swish", name="swishy"),
+            keras_mod.layers.GlobalAveragePooling2D(),
+            keras_mod.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    path = tmp_path / "swish.keras"
+    model.save(path)
+    result = _invoke("guided", folder, "-m", path, "-o", tmp_path / "out")
+    assert result.exit_code == 0
+    assert "unguided: swishy" in result.stderr
