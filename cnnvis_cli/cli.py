@@ -33,7 +33,14 @@ Images = Annotated[
     list[str], typer.Argument(help="Image files and/or folders.", show_default=False)
 ]
 ModelOpt = Annotated[
-    str, typer.Option("--model", "-m", help="Keras model file (.keras or .h5).", show_default=False)
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model: a .keras/.h5 file, a SavedModel folder, or keras:NAME (e.g. "
+        "keras:MobileNetV2).",
+        show_default=False,
+    ),
 ]
 OutOpt = Annotated[
     Path, typer.Option("--out", "-o", help="Output folder.", rich_help_panel=OUTPUT_PANEL)
@@ -108,6 +115,118 @@ QuietOpt = Annotated[
 RecursiveOpt = Annotated[
     bool, typer.Option("--recursive", "-r", help="Search folders recursively.")
 ]
+MODEL_PANEL = "Model"
+METRICS_PANEL = "Metrics and report"
+MetricsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--metrics",
+        help="Faithfulness metrics per image: deletion, insertion (Petsiuk et "
+        "al., 2018), comma-separated.",
+        show_default=False,
+        rich_help_panel=METRICS_PANEL,
+    ),
+]
+MetricStepsOpt = Annotated[
+    int,
+    typer.Option(
+        "--metric-steps",
+        min=1,
+        help="Steps of the deletion/insertion curves.",
+        rich_help_panel=METRICS_PANEL,
+    ),
+]
+ReportOpt = Annotated[
+    bool,
+    typer.Option(
+        "--report",
+        help="Write OUT/index.html, a self-contained gallery.",
+        rich_help_panel=METRICS_PANEL,
+    ),
+]
+RegionsOpt = Annotated[
+    Path,
+    typer.Option(
+        "--regions",
+        help="Boxes JSON (file name -> x0, y0, x1, y1 in pixels) or a folder of "
+        "mask PNGs with the inputs' stems.",
+        show_default=False,
+    ),
+]
+CheckMethodOpt = Annotated[str, typer.Option("--method", help="Method whose heatmap is checked.")]
+MinEnergyOpt = Annotated[
+    float,
+    typer.Option(
+        "--min-energy",
+        min=0.0,
+        max=1.0,
+        help="Minimum mean share of heatmap mass inside the regions.",
+    ),
+]
+MinHitRateOpt = Annotated[
+    float,
+    typer.Option(
+        "--min-hit-rate",
+        min=0.0,
+        max=1.0,
+        help="Minimum share of images whose heatmap maximum is inside the region.",
+    ),
+]
+ToleranceOpt = Annotated[
+    int,
+    typer.Option("--tolerance", min=0, help="Pointing-game tolerance in pixels."),
+]
+JunitOpt = Annotated[
+    Path | None,
+    typer.Option("--junit", help="Write JUnit XML (one test case per image).", show_default=False),
+]
+WeightsOpt = Annotated[
+    str,
+    typer.Option(
+        "--weights",
+        help="For keras:NAME models: imagenet (from the Keras cache), a weights "
+        "file, or none (random).",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+OutputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        help="Which output of a multi-output model to explain: a name or an index "
+        "(default: the first).",
+        show_default=False,
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+UnsafeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--unsafe-load",
+        help="Turn Keras' safe mode off so Lambda layers load. This RUNS CODE "
+        "stored in the model file: only for files you trust.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+CustomObjectsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--custom-objects",
+        help="Python file defining the model's custom layers (or a "
+        "CUSTOM_OBJECTS dict). This RUNS the file's code.",
+        show_default=False,
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+MaxSizeOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-size",
+        min=8,
+        help="Long-side cap for models with a dynamic input size.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
 MaxPixelsOpt = Annotated[
     int, typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this.")
 ]
@@ -159,6 +278,15 @@ SignedOpt = Annotated[
         "drawn with a diverging colormap.",
     ),
 ]
+MaxChannelsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-channels",
+        min=1,
+        help="Faster Score-CAM: score only the N channels with the largest activation variance.",
+        show_default=False,
+    ),
+]
 MethodsOpt = Annotated[
     str,
     typer.Option("--methods", help="Comma-separated methods, one panel column each."),
@@ -181,12 +309,20 @@ COMMON_TAIL = [
     _param("class_names", ClassNamesOpt, None),
     _param("recursive", RecursiveOpt, False),
     _param("max_pixels", MaxPixelsOpt, 100_000_000),
+    _param("weights", WeightsOpt, "imagenet"),
+    _param("output", OutputOpt, None),
+    _param("max_size", MaxSizeOpt, 1024),
+    _param("unsafe_load", UnsafeOpt, False),
+    _param("custom_objects", CustomObjectsOpt, None),
     _param("out", OutOpt, Path("cnnvis-out")),
     _param("alpha", AlphaOpt, 0.4),
     _param("colormap", ColormapOpt, "jet"),
     _param("save_raw", SaveRawOpt, False),
     _param("json_output", JsonOpt, False),
     _param("quiet", QuietOpt, False),
+    _param("metrics", MetricsOpt, None),
+    _param("metric_steps", MetricStepsOpt, 32),
+    _param("report", ReportOpt, False),
 ]
 LAYER = _param("layer", LayerOpt, None)
 OCCLUSION = [
@@ -200,6 +336,10 @@ def _run(method: str, method_options: dict, **options) -> None:
     from cnnvis_cli.runner import RunConfig, run
 
     options["inputs"] = options.pop("images")
+    metrics = options.pop("metrics", None)
+    options["metrics"] = (
+        tuple(m.strip() for m in metrics.split(",") if m.strip()) if metrics else ()
+    )
     config = RunConfig(method=method, method_options=method_options, **options)
     raise typer.Exit(run(config))
 
@@ -248,6 +388,12 @@ method_command(
     [LAYER],
 )
 method_command(
+    "scorecam",
+    "Score-CAM (Wang et al., 2020): channels weighted by the class score of the input masked "
+    "with them; gradient-free.",
+    [LAYER, _param("max_channels", MaxChannelsOpt, None)],
+)
+method_command(
     "compare",
     "One labelled panel per image: input | Grad-CAM | occlusion | guided Grad-CAM.",
     [_param("methods", MethodsOpt, "gradcam,occlusion,guided-gradcam"), LAYER, *OCCLUSION],
@@ -259,6 +405,10 @@ def layers(
     model: Annotated[str, typer.Argument(help="Keras model file (.keras or .h5).")],
     show_all: Annotated[bool, typer.Option("--all", help="List every layer.")] = False,
     preprocess: PreprocessOpt = "auto",
+    weights: WeightsOpt = "imagenet",
+    output: OutputOpt = None,
+    unsafe_load: UnsafeOpt = False,
+    custom_objects: CustomObjectsOpt = None,
 ) -> None:
     """List the layers Grad-CAM can use, the automatic choice, input and head."""
     from rich.console import Console
@@ -268,7 +418,14 @@ def layers(
     from cnnvis_cli.model import load_model
 
     try:
-        adapter = load_model(model, preprocess=preprocess)
+        adapter = load_model(
+            model,
+            preprocess=preprocess,
+            weights=weights,
+            output=output,
+            unsafe=unsafe_load,
+            custom_objects=custom_objects,
+        )
     except CnnvisError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -301,3 +458,53 @@ def demo(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+def check_command() -> None:
+    """Register ``cnnvis check``: a method's heatmaps against known regions, as a CI gate."""
+    extra = [
+        _param("regions", RegionsOpt),
+        _param("method", CheckMethodOpt, "gradcam"),
+        _param("min_energy", MinEnergyOpt, 0.5),
+        _param("min_hit_rate", MinHitRateOpt, 0.9),
+        _param("tolerance", ToleranceOpt, 15),
+        _param("junit", JunitOpt, None),
+        LAYER,
+        *OCCLUSION,
+    ]
+
+    def check(**kwargs: object) -> None:
+        from cnnvis_cli.check import RegionCheck, Regions
+        from cnnvis_cli.errors import CnnvisError
+
+        method = str(kwargs.pop("method"))
+        region_options = {k: kwargs.pop(k) for k in ("min_energy", "min_hit_rate", "tolerance")}
+        regions = kwargs.pop("regions")
+        method_options = {k: kwargs.pop(k) for k in ("layer", "patch", "stride", "baseline")}
+        try:
+            kwargs["check"] = RegionCheck(Regions(Path(regions)), **region_options)
+        except CnnvisError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        _run(method, _accepted(method, method_options), **kwargs)
+
+    check.__signature__ = inspect.Signature(COMMON_HEAD + extra + COMMON_TAIL)
+    check.__doc__ = (
+        "Does the model look at the right place? Energy inside known regions and the pointing "
+        "game; exit 3 when the set fails."
+    )
+    app.command(name="check", rich_help_panel=TOOLS_PANEL)(check)
+
+
+def _accepted(method: str, options: dict) -> dict:
+    """The options the chosen method takes (check passes layer/occlusion options through)."""
+    from cnnvis_cli.methods import get_method, method_names
+    from cnnvis_cli.methods.compare import accepted_options
+
+    if method not in method_names():
+        typer.echo(f"error: unknown --method {method!r}; use {', '.join(method_names())}", err=True)
+        raise typer.Exit(2)
+    return accepted_options(get_method(method), options)
+
+
+check_command()

@@ -4,11 +4,19 @@ Decoding reads the file's bytes and calls ``cv2.imdecode``, so unicode paths and
 Every image becomes RGB (or grayscale for a 1-channel model) on a 0..255 float scale:
 16-bit images are divided by 257, alpha is composited over white, palette and CMYK files are
 converted by OpenCV, and JPEG EXIF orientation is honoured.
+
+Bad files are refused with an ``InputError`` naming the problem, before a decoder sees them
+where the bytes allow: unknown content, truncated or damaged PNG/JPEG structure, and images
+over the pixel limit (the size is read from the PNG, JPEG, BMP, TIFF or WebP header). OpenCV's
+own log lines are switched off (set ``OPENCV_LOG_LEVEL`` to see them), so a bad file prints
+one line of ours rather than decoder noise.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +29,29 @@ from cnnvis_cli.errors import CnnvisError, InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_SIDE = 1024  # long side of an image fed to a dynamic-size model
+OUTPUT_IS_INPUT = (
+    "is also the output folder, so outputs would be read back as inputs; choose another -o/--out"
+)
+BROKEN_LINK = "broken symbolic link (its target does not exist); fix or remove the link"
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SOS, EOI = 0xDA, 0xD9  # JPEG start-of-scan and end-of-image markers
+SOF_MARKERS = frozenset(
+    {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+)
+TIFF_WIDTH, TIFF_LENGTH = 256, 257
+FORMAT_NAMES = {"jpeg": "JPEG", "png": "PNG", "bmp": "BMP", "tiff": "TIFF", "webp": "WebP"}
+
+
+def _silence_opencv() -> None:
+    """Turn off OpenCV's log lines (decoder warnings) unless the user asked for a level."""
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        with contextlib.suppress(AttributeError):
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+_silence_opencv()
 
 
 @dataclass(frozen=True)
@@ -78,8 +109,9 @@ def discover(
     """Expand files and folders into input items with collision-free output names.
 
     Returns ``(items, problems)``; a problem is a path that does not exist or is unsupported.
-    A folder's sub-folders are mirrored under the output folder; the output folder itself is
-    never searched, so a run never re-reads its own outputs.
+    A folder's sub-folders are mirrored under the output folder; an output folder inside an
+    input folder is never searched, so a run never re-reads its own outputs, and an input folder
+    that is the output folder itself is refused.
     """
     skip = out_dir.resolve() if out_dir is not None else None
     found: list[tuple[Path, Path]] = []  # (path, rel_dir)
@@ -87,10 +119,14 @@ def discover(
     for raw in paths:
         root = Path(raw)
         if root.is_dir():
-            found.extend((p, p.parent.relative_to(root)) for p in _walk(root, recursive, skip))
+            if skip is not None and root.resolve() == skip:
+                problems.append((root, OUTPUT_IS_INPUT))
+                continue
+            prune = None if _inside(root, skip) else skip  # e.g. `images -o .`: search it all
+            found.extend((p, p.parent.relative_to(root)) for p in _walk(root, recursive, prune))
         elif root.is_file() or root.is_symlink():
             if not root.exists():
-                problems.append((root, "broken symbolic link"))
+                problems.append((root, BROKEN_LINK))
             elif not _is_image(root):
                 problems.append(
                     (
@@ -102,7 +138,7 @@ def discover(
             else:
                 found.append((root, Path()))
         else:
-            problems.append((root, "no such file or folder"))
+            problems.append((root, "no such file or folder; check the path"))
     return _name_outputs(found), problems
 
 
@@ -137,39 +173,223 @@ def _name_outputs(found: list[tuple[Path, Path]]) -> list[InputItem]:
 
 
 def decode_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an image file to H x W x 3 uint8 RGB. Raises InputError with a clear reason."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except PermissionError as exc:
-        raise InputError("cannot read the file (permission denied)") from exc
-    except OSError as exc:
-        raise InputError(f"cannot read the file ({exc.strerror or exc})") from exc
-    if data.size == 0:
-        raise InputError("empty file (0 bytes)")
-    is_jpeg = data[:2].tobytes() == b"\xff\xd8"
+    """Decode an image file to H x W x 3 uint8 RGB. Raises InputError with a clear reason.
+
+    The bytes are checked before any decoder sees them: a known signature, a complete file
+    (PNG chunks with good checksums up to IEND; a JPEG end-of-image marker) and a pixel count,
+    read from the header, within ``max_pixels``.
+    """
+    data = read_bytes(path)
+    kind = sniff_format(data)
+    if kind == "png":
+        check_png_structure(data)
+    elif kind == "jpeg":
+        check_jpeg_structure(data)
+    check_pixels(header_size(data, kind), max_pixels)
     # JPEG: IMREAD_COLOR applies EXIF orientation and converts CMYK/grayscale;
     # others: IMREAD_UNCHANGED keeps 16-bit depth and alpha so we convert them ourselves.
-    flags = cv2.IMREAD_COLOR if is_jpeg else cv2.IMREAD_UNCHANGED
-    if (h_w := _header_size(data)) is not None and h_w[0] * h_w[1] > max_pixels:
-        raise InputError(
-            f"image is {h_w[1]}x{h_w[0]} = {h_w[0] * h_w[1] / 1e6:.0f} MP, over the "
-            f"{max_pixels / 1e6:.0f} MP limit (raise it with --max-pixels)"
-        )
-    image = cv2.imdecode(data, flags)
+    flags = cv2.IMREAD_COLOR if kind == "jpeg" else cv2.IMREAD_UNCHANGED
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if image is None or image.size == 0:
-        raise InputError("not a readable image (corrupt, truncated or not an image file)")
-    if image.shape[0] * image.shape[1] > max_pixels:
-        raise InputError(f"image is over the {max_pixels / 1e6:.0f} MP limit (--max-pixels)")
+        raise InputError(
+            f"not a readable image (corrupt or unsupported {FORMAT_NAMES[kind]} data); "
+            "re-export the file"
+        )
+    check_pixels(image.shape[:2], max_pixels)
     return to_rgb8(image)
 
 
-def _header_size(data: np.ndarray) -> tuple[int, int] | None:
-    """(height, width) from a PNG header, without decoding; None for other formats."""
-    head = data[:24].tobytes()
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 24:
-        width = int.from_bytes(head[16:20], "big")
-        height = int.from_bytes(head[20:24], "big")
-        return height, width
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes; InputError for a missing, unreadable or empty file."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise InputError(BROKEN_LINK) from None
+        raise InputError("file not found (moved or deleted during the run)") from None
+    except PermissionError:
+        raise InputError(
+            "cannot read the file (permission denied); check its permissions"
+        ) from None
+    except IsADirectoryError:
+        raise InputError("is a folder, not an image file") from None
+    except OSError as exc:
+        raise InputError(f"cannot read the file ({exc.strerror or exc})") from None
+    if not data:
+        raise InputError("empty file (0 bytes); re-export or remove it")
+    return data
+
+
+def sniff_format(data: bytes) -> str:
+    """The image format from the file's first bytes; InputError if it is none we support."""
+    head = data[:16]
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(PNG_SIGNATURE):
+        return "png"
+    if head.startswith(b"BM"):
+        return "bmp"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    raise InputError(
+        "not a readable image (the content is not JPEG, PNG, BMP, TIFF or WebP data); "
+        "check that it is an image file"
+    )
+
+
+def check_png_structure(data: bytes) -> None:
+    """Walk the PNG chunks: IHDR first, every chunk whole with a good CRC, then IEND.
+
+    Catching damage here keeps libpng, which prints its errors to the terminal, from seeing it.
+    """
+    pos = len(PNG_SIGNATURE)
+    view = memoryview(data)
+    while True:
+        if pos + 12 > len(data):
+            raise InputError("truncated PNG (no IEND end chunk); re-export the file")
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        name = data[pos + 4 : pos + 8]
+        end = pos + 12 + length
+        if pos == len(PNG_SIGNATURE) and name != b"IHDR":
+            raise InputError("corrupt PNG (no IHDR header chunk); re-export the file")
+        if end > len(data):
+            raise InputError(
+                f"truncated PNG (file ends inside the {_chunk_name(name)} chunk); "
+                "re-export the file"
+            )
+        if zlib.crc32(view[pos + 4 : end - 4]) != int.from_bytes(data[end - 4 : end], "big"):
+            raise InputError(
+                f"corrupt PNG (checksum error in the {_chunk_name(name)} chunk); re-export the file"
+            )
+        if name == b"IEND":
+            return
+        pos = end
+
+
+def _chunk_name(name: bytes) -> str:
+    return name.decode("ascii") if name.isalpha() else repr(name)
+
+
+def check_jpeg_structure(data: bytes) -> None:
+    """Header segments intact up to the image data, and an end-of-image marker after it.
+
+    libjpeg decodes a truncated file to a partly grey picture and prints a warning to the
+    terminal, so truncation is refused here, before decoding.
+    """
+    scan = next((pos for marker, pos in jpeg_segments(data) if marker == SOS), None)
+    if scan is None:
+        raise InputError("corrupt or truncated JPEG (no image data found); re-export the file")
+    if data.rfind(b"\xff\xd9") < scan:
+        raise InputError("truncated JPEG (no end-of-image marker); re-export the file")
+
+
+def jpeg_segments(data: bytes) -> Iterator[tuple[int, int]]:
+    """(marker, offset) of each JPEG header segment after SOI, up to and including SOS.
+
+    Stops early, without error, where the segment chain is broken or the data ends.
+    """
+    pos = 2
+    while pos + 4 <= len(data) and data[pos] == 0xFF:
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+            continue
+        yield marker, pos
+        if marker in (SOS, EOI):
+            return
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+
+
+def check_pixels(size: tuple[int, int] | None, max_pixels: int) -> None:
+    """Refuse a (height, width) whose pixel count exceeds ``max_pixels``."""
+    if size is None or size[0] * size[1] <= max_pixels:
+        return
+    height, width = size
+    raise InputError(
+        f"image is {width}x{height} ({_pixels(height * width)}), over the "
+        f"{_pixels(max_pixels)} limit; downscale it or raise --max-pixels"
+    )
+
+
+def _pixels(count: int) -> str:
+    return f"{count / 1e6:.0f} MP" if count >= 10_000_000 else f"{count:,} pixels"
+
+
+def header_size(data: bytes, kind: str) -> tuple[int, int] | None:
+    """(height, width) read from the file header without decoding; None if not found."""
+    reader = {
+        "png": _png_size,
+        "jpeg": _jpeg_size,
+        "bmp": _bmp_size,
+        "tiff": _tiff_size,
+        "webp": _webp_size,
+    }[kind]
+    return reader(data)
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if data[12:16] != b"IHDR" or len(data) < 24:
+        return None
+    return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    for marker, pos in jpeg_segments(data):
+        if marker in SOF_MARKERS and pos + 9 <= len(data):  # FFCn, length, precision, H, W
+            height = int.from_bytes(data[pos + 5 : pos + 7], "big")
+            return height, int.from_bytes(data[pos + 7 : pos + 9], "big")
+    return None
+
+
+def _bmp_size(data: bytes) -> tuple[int, int] | None:
+    if len(data) < 26:
+        return None
+    if int.from_bytes(data[14:18], "little") == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+        return int.from_bytes(data[20:22], "little"), int.from_bytes(data[18:20], "little")
+    width = int.from_bytes(data[18:22], "little", signed=True)
+    height = int.from_bytes(data[22:26], "little", signed=True)  # negative: top-down rows
+    return abs(height), abs(width)
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """Width and length tags of the first IFD (classic TIFF; None for BigTIFF)."""
+    order = "little" if data[:2] == b"II" else "big"
+
+    def number(pos: int, size: int) -> int:
+        return int.from_bytes(data[pos : pos + size], order)
+
+    if len(data) < 8 or number(2, 2) != 42:
+        return None
+    ifd = number(4, 4)
+    found: dict[int, int] = {}
+    for index in range(number(ifd, 2) if ifd + 2 <= len(data) else 0):
+        entry = ifd + 2 + 12 * index
+        if entry + 12 > len(data):
+            break
+        tag, kind = number(entry, 2), number(entry + 2, 2)
+        if tag in (TIFF_WIDTH, TIFF_LENGTH):
+            found[tag] = number(entry + 8, 2 if kind == 3 else 4)  # SHORT or LONG
+    if TIFF_WIDTH in found and TIFF_LENGTH in found:
+        return found[TIFF_LENGTH], found[TIFF_WIDTH]
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8 " and len(data) >= 30:  # lossy: 14-bit sizes after the start code
+        width = int.from_bytes(data[26:28], "little") & 0x3FFF
+        return int.from_bytes(data[28:30], "little") & 0x3FFF, width
+    if chunk == b"VP8L" and len(data) >= 25:  # lossless: 14-bit (size - 1) fields
+        bits = int.from_bytes(data[21:25], "little")
+        return ((bits >> 14) & 0x3FFF) + 1, (bits & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(data) >= 30:  # extended: 24-bit (canvas size - 1) fields
+        width = int.from_bytes(data[24:27], "little") + 1
+        return int.from_bytes(data[27:30], "little") + 1, width
     return None
 
 
@@ -192,7 +412,7 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
 
 
 def to_model_tensor(
-    rgb: np.ndarray, size: tuple[int, int] | None, channels: int, max_side: int = 1024
+    rgb: np.ndarray, size: tuple[int, int] | None, channels: int, max_side: int = DEFAULT_MAX_SIDE
 ) -> np.ndarray:
     """Resize to the model's (height, width) and return a float32 raw-pixel tensor.
 
@@ -230,6 +450,7 @@ class ImageSource:
         workers: int = 2,
         prefetch: int = 2,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_side: int = DEFAULT_MAX_SIDE,
     ) -> None:
         if batch_size < 1:
             raise CnnvisError("--batch-size must be at least 1")
@@ -240,11 +461,13 @@ class ImageSource:
         self.workers = workers
         self.prefetch = prefetch
         self.max_pixels = max_pixels
+        self.max_side = max_side
 
     def _load(self, item: InputItem) -> LoadedImage | InputError:
         try:
             rgb = decode_image(item.path, max_pixels=self.max_pixels)
-            return LoadedImage(item, rgb, to_model_tensor(rgb, self.size, self.channels))
+            tensor = to_model_tensor(rgb, self.size, self.channels, self.max_side)
+            return LoadedImage(item, rgb, tensor)
         except InputError as exc:
             return exc
         except (cv2.error, MemoryError, ValueError) as exc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 from cnnvis_cli._tf import quiet_native_stderr, tf_and_keras
 from cnnvis_cli.errors import ModelError
 from cnnvis_cli.preprocess import PREPROCESS_MODES, resolve_preprocess
+from cnnvis_cli.zoo import is_application, load_application
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
 SCORE_ACTIVATIONS = ("softmax", "sigmoid")
@@ -86,14 +88,24 @@ def _activation_name(layer: Any) -> str | None:
     return getattr(activation, "__name__", None)
 
 
-def _head_layer(model: Any) -> Any:
-    """The layer producing the model's first output, descending into a nested model."""
-    layer = model.layers[-1]
-    with contextlib.suppress(AttributeError, IndexError):
-        layer = model.outputs[0]._keras_history.operation
-    if _is_container(layer):
+def _head_layer(model: Any, output_index: int = 0) -> Any:
+    """The layer producing the model's chosen output, descending into nested models."""
+    layer = model.layers[-1] if getattr(model, "layers", None) else None
+    with contextlib.suppress(AttributeError, IndexError, TypeError):
+        layer = model.outputs[output_index]._keras_history.operation
+    if layer is not None and _is_container(layer):
         return _head_layer(layer)
     return layer
+
+
+def _output_names(model: Any) -> list[str]:
+    names = []
+    for i, tensor in enumerate(getattr(model, "outputs", None) or []):
+        try:
+            names.append(tensor._keras_history.operation.name)
+        except AttributeError:
+            names.append(f"output_{i}")
+    return names
 
 
 class _Taps:
@@ -155,9 +167,12 @@ class ModelAdapter:
         source: str = "<in-memory>",
         class_names: list[str] | None = None,
         preprocess: str = "auto",
+        output: str | int | None = None,
+        forward_only: bool = False,
     ) -> None:
         self.model = model
         self.source = source
+        self.forward_only = forward_only
         shape = tuple(model.inputs[0].shape) if getattr(model, "inputs", None) else None
         if shape is None or len(shape) != 4:
             raise ModelError(
@@ -173,9 +188,16 @@ class ModelAdapter:
             )
         self.all_layers: list[LayerInfo] = list(iter_layers(model))
         self.preprocess_mode = resolve_preprocess(preprocess, self._starts_with_scaling())
-        self.head_layer = _head_layer(model)
-        self.head = self._detect_head()
-        out_shape = tuple(model.outputs[0].shape)
+        self.output_names = _output_names(model)
+        self.output_index = self._resolve_output(output)
+        self.head_layer = _head_layer(model, self.output_index)
+        self.head = self._detect_head() if self.head_layer is not None else "linear"
+        out_shape = tuple(model.outputs[self.output_index].shape)
+        if len(out_shape) != 2:
+            raise ModelError(
+                f"{source}: output {self.output_names[self.output_index]!r} has shape "
+                f"{out_shape}; cnnvis explains classifiers with a (batch, classes) output"
+            )
         self.output_units = int(out_shape[-1]) if out_shape[-1] else 1
         self.num_classes = 2 if self._binary else self.output_units
         self.class_names = class_names
@@ -185,6 +207,20 @@ class ModelAdapter:
             )
 
     # -- description --------------------------------------------------------------------------
+
+    def _resolve_output(self, output: str | int | None) -> int:
+        """``--output NAME|INDEX``; default the first output."""
+        count = len(self.output_names)
+        if output is None:
+            return 0
+        if isinstance(output, int) or str(output).lstrip("-").isdigit():
+            index = int(output)
+            if not 0 <= index < count:
+                raise ModelError(f"--output {index} is out of range: the model has {count}")
+            return index
+        if output in self.output_names:
+            return self.output_names.index(output)
+        raise ModelError(f"no output named {output!r}; outputs: {', '.join(self.output_names)}")
 
     @property
     def _binary(self) -> bool:
@@ -243,6 +279,7 @@ class ModelAdapter:
             "preprocess": self.preprocess_mode,
             "head": self.head,
             "num_classes": self.num_classes,
+            "output": self.output_names[self.output_index] if self.output_names else None,
         }
 
     # -- layers -------------------------------------------------------------------------------
@@ -299,16 +336,16 @@ class ModelAdapter:
             if feature_layer is not None:
                 taps.tap("features", feature_layer.layer)
             head = self.head_layer
-            if self.head != "linear":
+            if self.head != "linear" and head is not None:
                 if hasattr(head, "activation") and type(head).__name__ != "Activation":
                     taps.tap("logits", head, linear_head=True)
                 else:  # Activation("softmax") / Softmax layer: its input is the logit
                     taps.tap("logits", head, record_input=True)
             outputs = self.model(self.preprocess(raw), training=False)
+            if isinstance(outputs, dict):
+                outputs = list(outputs.values())
             if isinstance(outputs, (list, tuple)):
-                outputs = outputs[0]
-            elif isinstance(outputs, dict):
-                outputs = next(iter(outputs.values()))
+                outputs = outputs[self.output_index]
             outputs = tf.cast(outputs, tf.float32)
             logits = tf.cast(taps.values.get("logits", outputs), tf.float32)
             features = taps.values.get("features")
@@ -339,39 +376,135 @@ def sidecar_class_names(model_path: Path) -> Path | None:
     return None
 
 
+def _custom_objects(path: Path) -> dict[str, Any]:
+    """Run a Python file and collect its custom objects (this executes the file's code).
+
+    The file may define ``CUSTOM_OBJECTS = {...}``; otherwise every public class and function
+    it defines is registered under its own name.
+    """
+    import importlib.util
+
+    if not path.is_file():
+        raise ModelError(f"--custom-objects file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"cnnvis_custom_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise ModelError(f"{path}: error while running the custom-objects file ({exc})") from exc
+    explicit = getattr(module, "CUSTOM_OBJECTS", None)
+    if isinstance(explicit, dict):
+        return dict(explicit)
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and callable(value)
+        and getattr(value, "__module__", None) == module.__name__
+    }
+
+
+def _explain_load_error(path: Path, exc: Exception) -> ModelError:
+    """Turn Keras' loading errors into one actionable line."""
+    text = " ".join(str(exc).split())
+    if "safe_mode" in text or "Lambda" in text:
+        return ModelError(
+            f"{path}: the model contains a Lambda layer or other code that Keras' safe mode "
+            "refuses to run; if you trust the file, re-run with --unsafe-load (this executes "
+            "code stored in the model)"
+        )
+    unknown = re.search(r"[Cc]ould not locate (?:class|function) '([^']+)'", text)
+    if unknown:
+        return ModelError(
+            f"{path}: the model uses the custom object {unknown.group(1)!r}; pass "
+            "--custom-objects FILE.py that defines it (this executes the file's code)"
+        )
+    if isinstance(exc, (OSError, EOFError)) or "zip" in text.lower() or "signature" in text:
+        return ModelError(f"{path}: cannot load the model: corrupt or not a Keras model file")
+    reason = text[:200] if text else type(exc).__name__
+    return ModelError(f"{path}: cannot load the model ({reason})")
+
+
+def _load_saved_model(path: Path) -> Any:
+    """Wrap a TensorFlow SavedModel directory as a forward-only Keras model."""
+    tf, keras = tf_and_keras()
+    try:
+        with quiet_native_stderr():
+            loaded = tf.saved_model.load(str(path))
+            signature = loaded.signatures["serving_default"]
+            spec = next(iter(signature.structured_input_signature[1].values()))
+            layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot load the SavedModel ({exc})") from exc
+    inputs = keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype.name)
+    outputs = layer(inputs)
+    if isinstance(outputs, dict):
+        outputs = next(iter(outputs.values()))
+    return keras.Model(inputs, outputs, name=path.name)
+
+
 def load_model(
     spec: str | Path,
     *,
     class_names: str | Path | None = None,
     preprocess: str = "auto",
+    weights: str = "imagenet",
+    output: str | int | None = None,
+    unsafe: bool = False,
+    custom_objects: str | Path | None = None,
 ) -> ModelAdapter:
-    """Load a ``.keras`` / ``.h5`` file with Keras' safe mode on and wrap it in a ModelAdapter.
+    """Load a model and wrap it in a ModelAdapter.
 
-    Class names come from ``class_names`` (JSON list or one name per line) or, when not given,
-    from a ``<stem>.classes.json`` file beside the model.
+    ``spec`` is a ``.keras`` / ``.h5`` file (loaded with Keras' safe mode on unless ``unsafe``),
+    a TensorFlow SavedModel directory (forward passes only), or ``keras:NAME`` for a Keras
+    application. Class names come from ``class_names`` (JSON list or one name per line), a
+    ``<stem>.classes.json`` file beside the model, or ImageNet's for ``keras:`` models.
     """
     if preprocess not in PREPROCESS_MODES:
         raise ModelError(f"unknown --preprocess {preprocess!r}; use one of {PREPROCESS_MODES}")
-    path = Path(spec)
-    if not path.exists():
-        raise ModelError(f"model file not found: {path}")
-    if path.is_dir() or path.suffix.lower() not in MODEL_SUFFIXES:
-        raise ModelError(
-            f"{path}: not a Keras model file; cnnvis loads .keras and .h5 files "
-            "(save yours with model.save('model.keras'))"
-        )
-    _, keras = tf_and_keras()
-    try:
-        with quiet_native_stderr():
-            model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:  # Keras raises many types for a bad file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"{path}: cannot load the model ({reason})") from exc
-    names_path = Path(class_names) if class_names else sidecar_class_names(path)
     names = None
-    if names_path is not None:
+    forward_only = False
+    if is_application(str(spec)):
+        model, family_preprocess, names = load_application(str(spec), weights)
+        source = str(spec)
+        if preprocess == "auto":
+            preprocess = family_preprocess
+    else:
+        path = Path(spec)
+        source = str(path)
+        if not path.exists():
+            raise ModelError(f"model file not found: {path}")
+        if path.is_dir() and (path / "saved_model.pb").is_file():
+            model, forward_only = _load_saved_model(path), True
+        elif path.is_dir() or path.suffix.lower() not in MODEL_SUFFIXES:
+            raise ModelError(
+                f"{path}: not a Keras model; cnnvis loads .keras and .h5 files, SavedModel "
+                "directories and keras:NAME (save yours with model.save('model.keras'))"
+            )
+        else:
+            _, keras = tf_and_keras()
+            objects = _custom_objects(Path(custom_objects)) if custom_objects else None
+            try:
+                with quiet_native_stderr():
+                    model = keras.saving.load_model(
+                        path, compile=False, safe_mode=not unsafe, custom_objects=objects
+                    )
+            except Exception as exc:  # Keras raises many types for a bad file
+                raise _explain_load_error(path, exc) from exc
+        sidecar = sidecar_class_names(path)
+        if class_names is None and sidecar is not None:
+            class_names = sidecar
+    if class_names is not None:
+        names_path = Path(class_names)
         try:
             names = _read_class_names(names_path)
         except (OSError, ValueError) as exc:
             raise ModelError(f"{names_path}: cannot read class names ({exc})") from exc
-    return ModelAdapter(model, source=str(path), class_names=names, preprocess=preprocess)
+    return ModelAdapter(
+        model,
+        source=source,
+        class_names=names or None,
+        preprocess=preprocess,
+        output=output,
+        forward_only=forward_only,
+    )

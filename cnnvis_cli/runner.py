@@ -18,8 +18,16 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from cnnvis_cli.errors import EXIT_INTERRUPTED, CnnvisError, InputError
-from cnnvis_cli.images import DEFAULT_MAX_PIXELS, ImageSource, InputItem, LoadedImage, discover
+from cnnvis_cli.check import RegionCheck, heat_from_map, write_junit
+from cnnvis_cli.errors import CnnvisError, InputError
+from cnnvis_cli.images import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MAX_SIDE,
+    ImageSource,
+    InputItem,
+    LoadedImage,
+    discover,
+)
 from cnnvis_cli.render import (
     DIVERGING,
     colormap_code,
@@ -56,6 +64,16 @@ class RunConfig:
     quiet: bool = False
     recursive: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_size: int = DEFAULT_MAX_SIDE
+    weights: str = "imagenet"
+    output: str | None = None
+    unsafe_load: bool = False
+    custom_objects: Path | None = None
+    metrics: tuple[str, ...] = ()
+    metric_steps: int = 32
+    report: bool = False
+    check: RegionCheck | None = None
+    junit: Path | None = None
 
 
 def prepare_output_dir(out: Path) -> Path:
@@ -89,6 +107,12 @@ def build_method(config: RunConfig, adapter: Any, name: str | None = None) -> An
 
     class_index = adapter.class_index(config.class_spec) if config.class_spec else None
     cls = get_method(name or config.method)
+    if adapter.forward_only and cls.needs_gradients:
+        raise CnnvisError(
+            f"{adapter.source}: a SavedModel directory exposes forward passes only (no layers "
+            f"or gradients), so {cls.name} cannot run on it; use `cnnvis occlusion`, or load "
+            "the .keras file the model was saved from"
+        )
     batch_size = config.batch_size if adapter.input_size is not None else 1
     try:
         return cls(
@@ -134,8 +158,14 @@ class OutputWriter:
         full = np.clip(full, 0.0, 1.0)
         return full, overlay(original, full, alpha=self.config.alpha, colormap=self.config.colormap)
 
-    def render(self, loaded: LoadedImage, explanation: Any) -> list[dict[str, Any]]:
-        """Write overlay (and raw) files for every target; return the summary's target records."""
+    def render(
+        self, loaded: LoadedImage, explanation: Any, extras: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Write overlay (and raw) files for every target.
+
+        Returns the summary's target records and the image's extra figures (``extras`` plus the
+        region check, which needs the first target's map at the image's own resolution).
+        """
         adapter = self.method.adapter
         columns = explanation.extras.get("columns")
         top_k = len(explanation.maps)
@@ -173,11 +203,18 @@ class OutputWriter:
                     "outputs": outputs,
                 }
             )
-        return targets
+            if rank == 0 and self.config.check is not None:
+                extras = {
+                    **extras,
+                    "check": self.config.check.analyze(loaded.item.path, raws[0][1]),
+                }
+        return targets, extras
 
-    def submit(self, loaded: LoadedImage, explanation: Any) -> list[tuple[InputItem, Future]]:
+    def submit(
+        self, loaded: LoadedImage, explanation: Any, extras: dict[str, Any]
+    ) -> list[tuple[InputItem, Future]]:
         """Queue one image; returns the writes that finished if the queue was full."""
-        future = self.pool.submit(self.render, loaded, explanation)
+        future = self.pool.submit(self.render, loaded, explanation, extras)
         self.pending.append((loaded.item, future))
         done = []
         while len(self.pending) > self.limit:
@@ -204,15 +241,25 @@ class _BatchProgress:
         self.done = fraction
 
 
+def evaluate_metrics(
+    metrics: Any, method: Any, loaded: LoadedImage, explanation: Any
+) -> dict[str, float]:
+    """Deletion/insertion AUCs of the first target's map, at the model input's resolution."""
+    height, width = loaded.tensor.shape[:2]
+    saliency = heat_from_map(resize_map(explanation.maps[0], height, width))
+    figures = metrics.evaluate(loaded.tensor, saliency, explanation.class_indices[0])
+    return {name: round(float(value), 6) for name, value in figures.items()}
+
+
 def _record(summary: Summary, item: InputItem, future: Future, reporter: Any) -> None:
     try:
-        targets = future.result()
+        targets, extras = future.result()
     except (InputError, OSError) as exc:
         message = f"cannot write output ({exc})" if isinstance(exc, OSError) else str(exc)
         summary.add_failure(item.path, message)
         reporter.error(item.path, message)
     else:
-        summary.add_success(item.path, targets)
+        summary.add_success(item.path, targets, **extras)
 
 
 def run_method(
@@ -228,9 +275,17 @@ def run_method(
         channels=adapter.channels,
         batch_size=method.batch_size,
         max_pixels=config.max_pixels,
+        max_side=config.max_size,
     )
     inputs = {item.path.resolve() for item in items}
     writer = OutputWriter(config, method, inputs)
+    metrics = None
+    if config.metrics:
+        from cnnvis_cli.metrics import FaithfulnessMetrics
+
+        metrics = FaithfulnessMetrics(
+            adapter, metrics=config.metrics, steps=config.metric_steps, batch_size=method.batch_size
+        )
     started = time.perf_counter()
     reporter.start(len(items), method.name)
     try:
@@ -249,7 +304,10 @@ def run_method(
             explanations = method.explain(np.stack([g.tensor for g in good]), tracker)
             tracker(1.0)
             for loaded, explanation in zip(good, explanations, strict=True):
-                for item, future in writer.submit(loaded, explanation):
+                extras = dict(explanation.extras_for_summary())
+                if metrics is not None:
+                    extras["metrics"] = evaluate_metrics(metrics, method, loaded, explanation)
+                for item, future in writer.submit(loaded, explanation, extras):
                     _record(summary, item, future, reporter)
     except KeyboardInterrupt:
         summary.interrupted = True
@@ -281,7 +339,13 @@ def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | N
                 where = ", ".join(config.inputs)
                 raise CnnvisError(f"no images found in {where} (use -r to search sub-folders)")
             adapter = load_model(
-                config.model, class_names=config.class_names, preprocess=config.preprocess
+                config.model,
+                class_names=config.class_names,
+                preprocess=config.preprocess,
+                weights=config.weights,
+                output=config.output,
+                unsafe=config.unsafe_load,
+                custom_objects=config.custom_objects,
             )
             method = build_method(config, adapter)
         except CnnvisError as exc:
@@ -292,6 +356,8 @@ def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | N
         reporter.info(
             f"cnnvis {method.name}: {len(items)} image(s), model {adapter.source}{layer_note}"
         )
+        for note in method.notes():
+            reporter.info(f"note: {note}")
         summary = Summary(method=method.name, output_dir=config.out)
         for path, message in problems:
             reporter.error(path, message)
@@ -301,12 +367,20 @@ def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | N
             summary.interrupted = True
         for path, message in problems:
             summary.add_failure(path, message)
+    if config.check is not None:
+        summary.check = config.check.verdict(summary.results)
     try:
         summary.write()
+        if config.junit is not None:
+            write_junit(config.junit, summary.results, summary.check, summary.method)
+        if config.report:
+            from cnnvis_cli.report import write_report
+
+            write_report(summary.to_dict(), config.out)
     except OSError as exc:
         stderr.print(f"[red]error[/red]: cannot write the summary ({exc})", soft_wrap=True)
     if config.json_output:
         print(summary.to_json(), flush=True)
     if not config.quiet:
         summary.print_table(stderr if config.json_output else stdout)
-    return EXIT_INTERRUPTED if summary.interrupted else summary.exit_code()
+    return summary.exit_code()

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cnnvis_cli import __version__
-from cnnvis_cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
+from cnnvis_cli.errors import EXIT_CHECK_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED
 from cnnvis_cli.render import write_text
 
 SUMMARY_VERSION = 1
@@ -44,6 +44,7 @@ class Summary:
     results: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    check: dict[str, Any] | None = None  # set-level verdict of `cnnvis check`
 
     def add_success(self, input_path: Path, targets: list[dict[str, Any]], **extra: Any) -> None:
         """Record a processed input; ``targets[0]`` is the primary (top-1 or chosen) class."""
@@ -90,6 +91,7 @@ class Summary:
             "params": self.params,
             "output_dir": str(self.output_dir),
             "results": self.results,
+            **({"check": self.check} if self.check is not None else {}),
             "totals": {
                 "inputs": len(self.results),
                 "processed": self.processed,
@@ -113,8 +115,11 @@ class Summary:
         return path
 
     def exit_code(self) -> int:
+        """130 interrupted, 3 a failed check, 1 some inputs failed, else 0."""
         if self.interrupted:
             return EXIT_INTERRUPTED
+        if self.check is not None and not self.check["passed"]:
+            return EXIT_CHECK_FAILED
         return EXIT_SOME_FAILED if self.failed else EXIT_OK
 
     def print_table(self, console: Console) -> None:
@@ -130,6 +135,14 @@ class Summary:
         table.add_row("output folder", str(self.output_dir))
         rate = f" ({self.processed / self.seconds:.1f} images/s)" if self.seconds > 0 else ""
         table.add_row("seconds", f"{self.seconds:.1f}{rate}")
+        if self.check is not None:
+            verdict = "[green]passed[/green]" if self.check["passed"] else "[red]FAILED[/red]"
+            table.add_row(
+                "check",
+                f"{verdict}: mean energy {self.check['mean_energy']:.2f} "
+                f"(min {self.check['min_energy']}), hit rate {self.check['hit_rate']:.2f} "
+                f"(min {self.check['min_hit_rate']}) over {self.check['images']} image(s)",
+            )
         if self.interrupted:
             table.add_row("status", "[yellow]interrupted[/yellow]")
         console.print(table)

@@ -9,6 +9,7 @@ _REGISTRY: dict[str, str] = {
     "occlusion": "cnnvis_cli.methods.occlusion:Occlusion",
     "guided": "cnnvis_cli.methods.guided:GuidedBackprop",
     "guided-gradcam": "cnnvis_cli.methods.guided:GuidedGradCAM",
+    "scorecam": "cnnvis_cli.methods.scorecam:ScoreCAM",
     "compare": "cnnvis_cli.methods.compare:Compare",
 }
 

@@ -31,6 +31,20 @@ class Explanation:
     maps: list[np.ndarray]  # heatmaps h x w in [0, 1]; signed maps h x w x c
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def extras_for_summary(self) -> dict[str, Any]:
+        """The JSON-friendly extras (numbers, strings, lists of them) for the run summary."""
+        return {k: v for k, v in self.extras.items() if _json_friendly(v)}
+
+
+def _json_friendly(value: Any) -> bool:
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_json_friendly(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _json_friendly(v) for k, v in value.items())
+    return False
+
 
 class Method(ABC):
     """Base class: target selection, batch padding and the parameters shared by all methods.
@@ -46,6 +60,7 @@ class Method(ABC):
     name: ClassVar[str]
     title: ClassVar[str]
     signed: ClassVar[bool] = False  # True: maps are signed h x w x c gradients, not heatmaps
+    needs_gradients: ClassVar[bool] = True  # False: forward passes only (runs on SavedModels)
 
     def __init__(
         self,

@@ -17,6 +17,7 @@ upsampled bilinearly to the input image's own resolution. For ``conv -> global a
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any
 
 import numpy as np
@@ -40,17 +41,24 @@ def gradcam_maps(features: Any, gradients: Any) -> Any:
     return tf.nn.relu(tf.einsum("bhwk,bk->bhw", features, weights))
 
 
-class GradCAM(Method):
-    """Grad-CAM on one layer (``layer``: a path or name; None picks the last spatial layer)."""
+class BaseCAM(Method):
+    """A class activation map from one layer's features A and gradients g = dy^c/dA.
 
-    name = "gradcam"
-    title = "Grad-CAM"
+    Subclasses define ``cam(features, gradients)``: the unnormalised (B, h, w) map for (B, h, w, k)
+    tensors (pytorch-grad-cam style). This class taps the layer (``layer``: a path or name; None
+    picks the last spatial layer), selects the targets, takes one gradient per target and
+    min-max normalises each map, in one compiled function traced once per input shape.
+    """
 
     def __init__(self, adapter: ModelAdapter, *, layer: str | None = None, **kwargs: Any) -> None:
         super().__init__(adapter, **kwargs)
         tf, _ = tf_and_keras()
         self.layer = adapter.resolve_layer(layer)
         self._compiled = tf.function(self.compute, reduce_retracing=True)
+
+    @abstractmethod
+    def cam(self, features: Any, gradients: Any) -> Any:
+        """The unnormalised map (B, h, w) from features and gradients (B, h, w, k), float32."""
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "layer": self.layer.path}
@@ -67,10 +75,20 @@ class GradCAM(Method):
         maps = []
         for score in per_target:
             gradients = tf.cast(tape.gradient(score, forward.features), tf.float32)
-            maps.append(normalize_maps(gradcam_maps(features, gradients)))
+            maps.append(normalize_maps(self.cam(features, gradients)))
         del tape
         return tf.stack(maps, axis=1), targets, gather_targets(forward.outputs, targets)
 
     def _explain(self, images: np.ndarray, progress: ProgressCallback | None) -> list[Explanation]:
         maps, targets, scores = self._compiled(images)
         return explanations_from(maps.numpy(), targets.numpy(), scores.numpy())
+
+
+class GradCAM(BaseCAM):
+    """Grad-CAM on one layer (``layer``: a path or name; None picks the last spatial layer)."""
+
+    name = "gradcam"
+    title = "Grad-CAM"
+
+    def cam(self, features: Any, gradients: Any) -> Any:
+        return gradcam_maps(features, gradients)

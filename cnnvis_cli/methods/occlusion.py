@@ -142,6 +142,7 @@ class Occlusion(Method):
     name = "occlusion"
     title = "Occlusion"
     signed = False
+    needs_gradients = False
 
     def __init__(
         self,

@@ -1,0 +1,198 @@
+"""``cnnvis check``: does the model look at the right place?
+
+For each image with a known region (a box or a mask), the heatmap H (at the image's own
+resolution, non-negative) is scored two ways:
+
+- **energy inside the region**: E = sum_{p in R} H(p) / sum_p H(p), the share of the heatmap's
+  mass inside the region (the "energy-based pointing game" of Wang et al., Score-CAM, 2020);
+- **pointing game** (Zhang et al., "Top-down Neural Attention by Excitation Backprop", ECCV
+  2016): a hit when the heatmap's maximum lies inside the region grown by ``tolerance`` pixels.
+
+The set passes when the mean energy is at least ``min_energy`` and the hit rate at least
+``min_hit_rate``; a failing set makes ``cnnvis check`` exit with code 3.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import cv2
+import numpy as np
+
+from cnnvis_cli.errors import CnnvisError
+from cnnvis_cli.images import IMAGE_SUFFIXES
+from cnnvis_cli.render import write_text
+
+EPSILON = 1e-12
+
+
+def heat_from_map(full: np.ndarray) -> np.ndarray:
+    """A non-negative H x W heat from any method's map: |g| summed over channels for signed
+    gradients, the positive part for signed heatmaps, the map itself otherwise."""
+    if full.ndim == 3:
+        return np.abs(full).sum(axis=2)
+    return np.maximum(full, 0.0)
+
+
+def energy_inside(heat: np.ndarray, region: np.ndarray) -> float:
+    """sum(H inside) / sum(H); 0 for an all-zero heatmap."""
+    total = float(heat.sum())
+    return float(heat[region].sum()) / total if total > EPSILON else 0.0
+
+
+def pointing_hit(heat: np.ndarray, region: np.ndarray, tolerance: int = 0) -> bool:
+    """True when the heatmap's maximum falls inside ``region`` grown by ``tolerance`` pixels."""
+    if float(heat.max()) <= EPSILON:
+        return False
+    grown = region
+    if tolerance > 0:
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * tolerance + 1,) * 2)
+        grown = cv2.dilate(region.astype(np.uint8), kernel).astype(bool)
+    y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return bool(grown[y, x])
+
+
+class Regions:
+    """Ground-truth regions: a JSON file of boxes, or a folder of mask images with the same stems.
+
+    Boxes are ``{"name.png": [x0, y0, x1, y1], ...}`` in each image's own pixels (x1, y1
+    exclusive); keys are matched against the input's file name, then its path. Masks: any
+    non-zero pixel belongs to the region; a mask of another size is resized (nearest).
+    """
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+        self.boxes: dict[str, list[float]] = {}
+        self.masks: dict[str, Path] = {}
+        if source.is_dir():
+            for path in sorted(source.iterdir()):
+                if path.suffix.lower() in IMAGE_SUFFIXES:
+                    self.masks[path.stem] = path
+        elif source.is_file():
+            try:
+                data = json.loads(source.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise CnnvisError(f"{source}: cannot read regions ({exc})") from None
+            if not isinstance(data, dict):
+                raise CnnvisError(f"{source}: expected a JSON object of file name -> box")
+            for key, box in data.items():
+                if not (isinstance(box, list) and len(box) == 4):
+                    raise CnnvisError(f"{source}: box for {key!r} must be [x0, y0, x1, y1]")
+                self.boxes[key] = [float(v) for v in box]
+        else:
+            raise CnnvisError(f"regions not found: {source} (a boxes JSON file or a mask folder)")
+        if not self.boxes and not self.masks:
+            raise CnnvisError(f"{source}: no boxes or masks in it")
+
+    def describe(self, path: Path) -> list[float] | str | None:
+        """The box (or mask file) for an input, or None when it has no region."""
+        for key in (path.name, str(path), path.as_posix()):
+            if key in self.boxes:
+                return self.boxes[key]
+        mask = self.masks.get(path.stem)
+        return str(mask) if mask is not None else None
+
+    def mask(self, path: Path, height: int, width: int) -> np.ndarray | None:
+        """The region as an H x W bool mask for the input at ``path``, or None."""
+        region = self.describe(path)
+        if region is None:
+            return None
+        if isinstance(region, list):
+            x0, y0, x1, y1 = (round(v) for v in region)
+            mask = np.zeros((height, width), bool)
+            mask[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = True
+            return mask
+        data = cv2.imdecode(np.fromfile(region, np.uint8), cv2.IMREAD_GRAYSCALE)
+        if data is None:
+            raise CnnvisError(f"{region}: unreadable mask image")
+        if data.shape != (height, width):
+            data = cv2.resize(data, (width, height), interpolation=cv2.INTER_NEAREST)
+        return data > 0
+
+
+@dataclass
+class RegionCheck:
+    """Scores heatmaps against regions and decides whether the set passes."""
+
+    regions: Regions
+    min_energy: float = 0.5
+    min_hit_rate: float = 0.9
+    tolerance: int = 15
+    scored: list[dict[str, Any]] = field(default_factory=list)
+
+    def analyze(self, path: Path, full: np.ndarray) -> dict[str, Any]:
+        """The per-image record: energy, hit, whether it passes, and the region used."""
+        heat = heat_from_map(full)
+        region = self.regions.mask(path, heat.shape[0], heat.shape[1])
+        if region is None:
+            return {"region": None, "skipped": "no region for this image"}
+        energy = energy_inside(heat, region)
+        hit = pointing_hit(heat, region, self.tolerance)
+        return {
+            "region": self.regions.describe(path),
+            "energy": round(energy, 6),
+            "hit": hit,
+            "passed": hit and energy >= self.min_energy,
+        }
+
+    def verdict(self, results: list[dict[str, Any]]) -> dict[str, Any]:
+        """Set-level figures over the results that were scored."""
+        checks = [r["check"] for r in results if r.get("check", {}).get("energy") is not None]
+        mean_energy = float(np.mean([c["energy"] for c in checks])) if checks else 0.0
+        hit_rate = float(np.mean([c["hit"] for c in checks])) if checks else 0.0
+        return {
+            "images": len(checks),
+            "mean_energy": round(mean_energy, 6),
+            "hit_rate": round(hit_rate, 6),
+            "min_energy": self.min_energy,
+            "min_hit_rate": self.min_hit_rate,
+            "tolerance": self.tolerance,
+            "passed": bool(checks)
+            and mean_energy >= self.min_energy
+            and hit_rate >= self.min_hit_rate,
+        }
+
+
+def junit_xml(results: list[dict[str, Any]], verdict: dict[str, Any], method: str) -> str:
+    """JUnit XML: one test case per image (failure: missed or too little energy inside)."""
+    suite = ElementTree.Element(
+        "testsuite",
+        name=f"cnnvis check ({method})",
+        tests=str(len(results)),
+        failures=str(sum(1 for r in results if r.get("check", {}).get("passed") is False)),
+        errors=str(sum(1 for r in results if r.get("error"))),
+        skipped=str(sum(1 for r in results if r.get("check", {}).get("skipped"))),
+    )
+    for record in results:
+        case = ElementTree.SubElement(
+            suite, "testcase", classname="cnnvis.check", name=str(record["input"])
+        )
+        check = record.get("check", {})
+        if record.get("error"):
+            ElementTree.SubElement(case, "error", message=str(record["error"]))
+        elif check.get("skipped"):
+            ElementTree.SubElement(case, "skipped", message=check["skipped"])
+        elif not check.get("passed"):
+            reasons = []
+            if check["energy"] < verdict["min_energy"]:
+                reasons.append(f"energy inside {check['energy']:.3f} < {verdict['min_energy']}")
+            if not check["hit"]:
+                reasons.append("heatmap maximum outside the region")
+            ElementTree.SubElement(case, "failure", message="; ".join(reasons))
+        ElementTree.SubElement(case, "system-out").text = json.dumps(check)
+    props = ElementTree.SubElement(suite, "properties")
+    for key in ("mean_energy", "hit_rate", "passed"):
+        ElementTree.SubElement(props, "property", name=key, value=str(verdict[key]))
+    ElementTree.indent(suite)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ElementTree.tostring(
+        suite, encoding="unicode"
+    )
+
+
+def write_junit(path: Path, results: list[dict[str, Any]], verdict: dict[str, Any], method: str):
+    """Write the JUnit XML report atomically."""
+    write_text(path, junit_xml(results, verdict, method) + "\n")
