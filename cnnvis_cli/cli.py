@@ -287,6 +287,20 @@ MaxChannelsOpt = Annotated[
         show_default=False,
     ),
 ]
+SamplesOpt = Annotated[int, typer.Option("--samples", min=1, help="Noisy copies per image.")]
+NoiseOpt = Annotated[
+    float,
+    typer.Option("--noise", min=0.0, help="Noise sigma as a fraction of the 0..255 input range."),
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Noise seed (results are reproducible).")]
+StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="Integration steps.")]
+IGBaselineOpt = Annotated[
+    str,
+    typer.Option(
+        "--baseline",
+        help="Integration start: black | gray (127.5) | blur | mean | a value on the 0..255 scale.",
+    ),
+]
 MethodsOpt = Annotated[
     str,
     typer.Option("--methods", help="Comma-separated methods, one panel column each."),
@@ -386,6 +400,41 @@ method_command(
     "guided-gradcam",
     "Guided Grad-CAM (Selvaraju et al., 2017): guided back-propagation x Grad-CAM.",
     [LAYER],
+)
+method_command(
+    "gradcam-pp",
+    "Grad-CAM++ (Chattopadhay et al., 2018): better coverage when a class appears several times.",
+    [LAYER],
+)
+method_command(
+    "hirescam",
+    "HiResCAM (Draelos & Carin, 2020): gradient x activation, faithful for CAM-style models.",
+    [LAYER],
+)
+method_command(
+    "layercam",
+    "LayerCAM (Jiang et al., 2021): positive gradient x activation; good on early layers.",
+    [LAYER],
+)
+method_command(
+    "saliency",
+    "Vanilla gradient saliency (Simonyan et al., 2014): max |d score / d pixel| over channels.",
+    [],
+)
+method_command(
+    "smoothgrad",
+    "SmoothGrad (Smilkov et al., 2017): saliency averaged over noisy copies.",
+    [
+        _param("samples", SamplesOpt, 25),
+        _param("noise", NoiseOpt, 0.15),
+        _param("seed", SeedOpt, 0),
+    ],
+)
+method_command(
+    "integrated-gradients",
+    "Integrated Gradients (Sundararajan et al., 2017): gradients integrated from a baseline; "
+    "reports the completeness gap.",
+    [_param("steps", StepsOpt, 50), _param("baseline", IGBaselineOpt, "black")],
 )
 method_command(
     "scorecam",

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 
 from cnnvis_cli.check import RegionCheck, heat_from_map, write_junit
 from cnnvis_cli.errors import CnnvisError, InputError
@@ -335,7 +336,10 @@ def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | N
             items, problems = discover(
                 config.inputs, recursive=config.recursive, out_dir=config.out
             )
-            if not items and not problems:
+            if not items and problems:
+                reasons = "; ".join(f"{path}: {message}" for path, message in problems)
+                raise CnnvisError(f"nothing to process ({reasons})")
+            if not items:
                 where = ", ".join(config.inputs)
                 raise CnnvisError(f"no images found in {where} (use -r to search sub-folders)")
             adapter = load_model(
@@ -349,7 +353,7 @@ def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | N
             )
             method = build_method(config, adapter)
         except CnnvisError as exc:
-            stderr.print(f"[red]error[/red]: {exc}", highlight=False, soft_wrap=True)
+            stderr.print(f"[red]error[/red]: {escape(str(exc))}", highlight=False, soft_wrap=True)
             return exc.exit_code
         layer = getattr(method, "layer", None)
         layer_note = f", layer {layer.path}" if layer is not None else ""

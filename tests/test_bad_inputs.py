@@ -310,11 +310,6 @@ def test_explicit_gif_missing_path_and_broken_link(tmp_path, saved_model):
     assert _summary(out)["totals"]["processed"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner.run goes on with nothing to process and exits 1; proposed: raise "
-    "CnnvisError (exit 2) when discover() finds no items (see the report)",
-)
 def test_missing_path_as_the_only_input_is_a_usage_error(tmp_path, saved_model):
     missing = tmp_path / "nope.png"
     result = _invoke("gradcam", missing, "-m", saved_model, "-o", tmp_path / "out", "-q")

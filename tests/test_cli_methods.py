@@ -25,10 +25,24 @@ def folder(tmp_path_factory):
     return root
 
 
-@pytest.mark.parametrize("method", ["occlusion", "guided", "guided-gradcam"])
+HEATMAP_METHODS = [
+    "occlusion",
+    "gradcam-pp",
+    "hirescam",
+    "layercam",
+    "saliency",
+    "smoothgrad",
+    "integrated-gradients",
+    "scorecam",
+]
+
+
+@pytest.mark.parametrize("method", [*HEATMAP_METHODS, "guided", "guided-gradcam"])
 def test_method_writes_overlay_and_raw_at_input_size(method, folder, saved_model, tmp_path):
     out = tmp_path / method
-    result = _invoke(method, folder, "-m", saved_model, "-o", out, "--save-raw", "-q")
+    fast = {"smoothgrad": ["--samples", "4"], "integrated-gradients": ["--steps", "8"]}
+    args = fast.get(method, [])
+    result = _invoke(method, folder, "-m", saved_model, "-o", out, "--save-raw", "-q", *args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == method and summary["totals"]["processed"] == 2
@@ -37,7 +51,7 @@ def test_method_writes_overlay_and_raw_at_input_size(method, folder, saved_model
         assert cv2.imread(record["outputs"]["overlay"]).shape == (height, width, 3)
         raw = np.load(record["outputs"]["raw"])
         assert raw.dtype == np.float32 and np.isfinite(raw).all()
-        if method == "occlusion":
+        if method in HEATMAP_METHODS:
             assert raw.shape == (height, width) and raw.min() >= 0 and raw.max() <= 1
         else:  # signed gradient, one value per channel
             assert raw.shape == (height, width, 3)
@@ -102,3 +116,14 @@ def test_unguided_layers_are_reported(keras_mod, folder, tmp_path):
     result = _invoke("guided", folder, "-m", path, "-o", tmp_path / "out")
     assert result.exit_code == 0
     assert "unguided: swishy" in result.stderr
+
+
+def test_integrated_gradients_reports_completeness_per_image(folder, saved_model, tmp_path):
+    out = tmp_path / "ig"
+    result = _invoke(
+        "integrated-gradients", folder, "-m", saved_model, "-o", out, "--steps", "64", "-q"
+    )
+    assert result.exit_code == 0, result.output
+    for record in json.loads((out / "summary.json").read_text())["results"]:
+        gap = record["completeness_gap"][0]
+        assert gap is None or 0 <= gap < 0.05

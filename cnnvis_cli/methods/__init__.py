@@ -9,6 +9,12 @@ _REGISTRY: dict[str, str] = {
     "occlusion": "cnnvis_cli.methods.occlusion:Occlusion",
     "guided": "cnnvis_cli.methods.guided:GuidedBackprop",
     "guided-gradcam": "cnnvis_cli.methods.guided:GuidedGradCAM",
+    "gradcam-pp": "cnnvis_cli.methods.gradcam_pp:GradCAMPlusPlus",
+    "hirescam": "cnnvis_cli.methods.hirescam:HiResCAM",
+    "layercam": "cnnvis_cli.methods.layercam:LayerCAM",
+    "saliency": "cnnvis_cli.methods.saliency:Saliency",
+    "smoothgrad": "cnnvis_cli.methods.smoothgrad:SmoothGrad",
+    "integrated-gradients": "cnnvis_cli.methods.integrated_gradients:IntegratedGradients",
     "scorecam": "cnnvis_cli.methods.scorecam:ScoreCAM",
     "compare": "cnnvis_cli.methods.compare:Compare",
 }

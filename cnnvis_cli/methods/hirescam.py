@@ -1,0 +1,36 @@
+"""HiResCAM: element-wise gradient x activation, without Grad-CAM's spatial averaging.
+
+Draelos & Carin, "Use HiResCAM instead of Grad-CAM for faithful explanations of convolutional
+neural networks", arXiv:2011.08891, 2020.
+
+For feature maps A^k of a layer, the class score y^c (the logit) and g^k = dy^c/dA^k::
+
+    L^c = ReLU( sum_k g^k * A^k )          (* element-wise, per position ij)
+
+The map is min-max normalised to [0, 1] like Grad-CAM's. When the gradient is spatially uniform
+(``conv -> global average pooling -> dense``) HiResCAM equals Grad-CAM; when it is not (e.g. a
+flatten -> dense head) it shows the positions that actually raise the score.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnvis_cli._tf import tf_and_keras
+from cnnvis_cli.methods.gradcam import BaseCAM
+
+
+def hirescam_maps(features: Any, gradients: Any) -> Any:
+    """ReLU(sum_k g^k * A^k) for (B, h, w, k) tensors -> (B, h, w), unnormalised."""
+    tf, _ = tf_and_keras()
+    return tf.nn.relu(tf.reduce_sum(gradients * features, axis=-1))
+
+
+class HiResCAM(BaseCAM):
+    """HiResCAM on one layer (``layer``: a path or name; None picks the last spatial layer)."""
+
+    name = "hirescam"
+    title = "HiResCAM"
+
+    def cam(self, features: Any, gradients: Any) -> Any:
+        return hirescam_maps(features, gradients)

@@ -1,0 +1,36 @@
+"""LayerCAM: positive gradients x activations, usable on early, high-resolution layers.
+
+Jiang et al., "LayerCAM: Exploring Hierarchical Class Activation Maps for Localization",
+IEEE Transactions on Image Processing 30, 2021.
+
+For feature maps A^k of a layer, the class score y^c (the logit) and g^k = dy^c/dA^k::
+
+    L^c = ReLU( sum_k ReLU(g^k) * A^k )    (* element-wise, per position ij)
+
+Each position is weighted by its own positive gradient, so the map stays meaningful on shallow
+layers (choose one with ``layer``) where Grad-CAM's averaged weights are noisy. The map is
+min-max normalised to [0, 1] at that layer's resolution.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnvis_cli._tf import tf_and_keras
+from cnnvis_cli.methods.gradcam import BaseCAM
+
+
+def layercam_maps(features: Any, gradients: Any) -> Any:
+    """ReLU(sum_k ReLU(g^k) * A^k) for (B, h, w, k) tensors -> (B, h, w), unnormalised."""
+    tf, _ = tf_and_keras()
+    return tf.nn.relu(tf.reduce_sum(tf.nn.relu(gradients) * features, axis=-1))
+
+
+class LayerCAM(BaseCAM):
+    """LayerCAM on one layer (``layer``: a path or name; None picks the last spatial layer)."""
+
+    name = "layercam"
+    title = "LayerCAM"
+
+    def cam(self, features: Any, gradients: Any) -> Any:
+        return layercam_maps(features, gradients)
