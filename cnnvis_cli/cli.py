@@ -484,9 +484,12 @@ def layers(
 @app.command(rich_help_panel=TOOLS_PANEL)
 def demo(
     out: OutOpt = Path("cnnvis-out/demo"),
+    method: Annotated[
+        str, typer.Option("--method", help="Method to run (compare: one panel of several).")
+    ] = "compare",
     quiet: QuietOpt = False,
 ) -> None:
-    """Run on the bundled demo model and sample images."""
+    """Run on the bundled demo model and sample images (a compare panel per image)."""
     from cnnvis_cli.demo.paths import demo_model_path, sample_images_dir
 
     samples = sample_images_dir()
@@ -496,11 +499,17 @@ def demo(
     from cnnvis_cli.runner import RunConfig, run
 
     config = RunConfig(
-        method="gradcam", inputs=[str(samples)], model=str(demo_model_path()), out=out, quiet=quiet
+        method=method,
+        inputs=[str(samples)],
+        model=str(demo_model_path()),
+        out=out,
+        quiet=quiet,
+        report=True,
     )
     code = run(config)
     if code in (0, 1):
-        typer.echo(f"overlays written to {out.resolve()}/ (summary: {out / 'summary.json'})")
+        where = out.resolve()
+        typer.echo(f"PNGs written to {where}/ — open {where / 'index.html'} for the gallery")
     raise typer.Exit(code)
 
 
