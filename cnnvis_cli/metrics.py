@@ -39,10 +39,10 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import cv2
 import numpy as np
 
 from cnnvis_cli._tf import tf_and_keras
+from cnnvis_cli.methods.baselines import gaussian_blur
 from cnnvis_cli.model import ModelAdapter
 
 METRICS = ("deletion", "insertion")
@@ -72,12 +72,7 @@ def step_counts(pixels: int, steps: int) -> np.ndarray:
 
 def insertion_baseline(image: np.ndarray) -> np.ndarray:
     """The insertion canvas: ``cv2.GaussianBlur`` of the raw image, sigma = max(h, w) / 20."""
-    image = np.asarray(image, dtype=np.float32)
-    sigma = max(image.shape[0], image.shape[1]) * BLUR_SIGMA_FRACTION
-    blurred = cv2.GaussianBlur(
-        image, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101
-    )
-    return blurred.reshape(image.shape).astype(np.float32)
+    return gaussian_blur(image, max(image.shape[0], image.shape[1]) * BLUR_SIGMA_FRACTION)
 
 
 def deletion_baseline(image: np.ndarray) -> np.ndarray:

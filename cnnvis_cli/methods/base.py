@@ -78,6 +78,7 @@ class Method(ABC):
         self.class_index = class_index
         self.top_k = 1 if class_index is not None else top_k
         self.batch_size = batch_size
+        self._predict: Any = None  # compiled on first use by predict_targets
 
     def params(self) -> dict[str, Any]:
         """Parameters recorded in the run summary."""
@@ -102,6 +103,33 @@ class Method(ABC):
     @abstractmethod
     def _explain(self, images: np.ndarray, progress: ProgressCallback | None) -> list[Explanation]:
         """Explain a full batch."""
+
+    def predict_targets(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Targets (B, K) int32 and their outputs (B, K) for raw images, one forward pass each.
+
+        For methods that explain copies of an image (occlusion, SmoothGrad, ...): runs in padded
+        chunks of ``batch_size`` so the compiled function is traced once per input shape.
+        """
+        tf, _ = tf_and_keras()
+        if self._predict is None:
+            self._predict = tf.function(self._predict_fn, reduce_retracing=True)
+        count = len(images)
+        step = self.batch_size if self.adapter.input_size is not None else count
+        targets, outputs = [], []
+        for start in range(0, count, step):
+            chunk = images[start : start + step]
+            real = len(chunk)
+            if real < step:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - real, axis=0)])
+            chunk_targets, chunk_outputs = self._predict(chunk)
+            targets.append(chunk_targets.numpy()[:real])
+            outputs.append(chunk_outputs.numpy()[:real])
+        return np.concatenate(targets).astype(np.int32), np.concatenate(outputs)
+
+    def _predict_fn(self, raw: Any) -> tuple[Any, Any]:
+        outputs = self.adapter.forward(raw).outputs
+        targets = self.select_targets(outputs)
+        return targets, gather_targets(outputs, targets)
 
     # -- helpers for compiled functions --------------------------------------------------------
 

@@ -20,14 +20,13 @@ The m + 1 path points of all images go through one compiled function ``batch_siz
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
 from cnnvis_cli._tf import tf_and_keras
+from cnnvis_cli.methods import baselines
 from cnnvis_cli.methods.base import Explanation, ProgressCallback, gather_targets
 from cnnvis_cli.methods.saliency import SampledGradients, input_gradients, normalise_heatmaps
 from cnnvis_cli.model import ModelAdapter
@@ -36,37 +35,13 @@ BASELINES = ("black", "gray", "blur", "mean")
 
 
 def parse_baseline(baseline: str | float) -> str | float:
-    """One of BASELINES, or a finite number on the raw 0..255 scale."""
-    if isinstance(baseline, str) and baseline.strip().lower() in BASELINES:
-        return baseline.strip().lower()
-    try:
-        value = float(baseline)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value):
-        raise ValueError(
-            f"unknown --baseline {baseline!r} for integrated gradients; choose one of "
-            f"{', '.join(BASELINES)} or a number on the raw 0..255 pixel scale"
-        )
-    return value
+    """IG's --baseline: black, gray, blur, mean or a number on the 0..255 scale."""
+    return baselines.parse_baseline(baseline, BASELINES, "integrated gradients")
 
 
 def baseline_image(image: np.ndarray, baseline: str | float) -> np.ndarray:
-    """The (h, w, c) float32 baseline x' for one raw image."""
-    image = np.asarray(image, dtype=np.float32)
-    if baseline == "black":
-        return np.zeros_like(image)
-    if baseline == "gray":
-        return np.full_like(image, 127.5)
-    if baseline == "mean":
-        return np.broadcast_to(image.mean(axis=(0, 1), keepdims=True), image.shape).copy()
-    if baseline == "blur":
-        sigma = min(image.shape[:2]) / 20
-        blurred = cv2.GaussianBlur(
-            image, (0, 0), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101
-        )
-        return blurred.reshape(image.shape).astype(np.float32)
-    return np.full_like(image, float(baseline))
+    """The (h, w, c) float32 baseline x' for one raw image (blur sigma = min(h, w) / 20)."""
+    return baselines.baseline_image(image, baseline, blur_sigma=min(image.shape[:2]) / 20)
 
 
 def trapezoid_weights(steps: int) -> np.ndarray:
@@ -132,7 +107,7 @@ class IntegratedGradients(SampledGradients):
     ) -> Attribution:
         """Signed attributions of raw images (B, h, w, c) for their targets."""
         images = np.asarray(images, dtype=np.float32)
-        targets, outputs = self.predict(images)
+        targets, outputs = self.predict_targets(images)
         baselines = np.stack([baseline_image(image, self.baseline) for image in images])
         points = self.steps + 1
         weights = trapezoid_weights(self.steps)

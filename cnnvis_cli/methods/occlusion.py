@@ -35,15 +35,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import cv2
 import numpy as np
 
 from cnnvis_cli._tf import tf_and_keras
+from cnnvis_cli.methods import baselines
 from cnnvis_cli.methods.base import (
     Explanation,
     Method,
     ProgressCallback,
-    gather_targets,
 )
 from cnnvis_cli.model import ModelAdapter
 
@@ -94,38 +93,13 @@ def normalise_drop_map(drop_map: np.ndarray, *, signed: bool = False) -> np.ndar
 
 
 def parse_baseline(baseline: str | float) -> str | float:
-    """One of BASELINES, or a finite number on the raw 0..255 scale."""
-    if isinstance(baseline, str) and baseline.strip().lower() in BASELINES:
-        return baseline.strip().lower()
-    try:
-        value = float(baseline)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not math.isfinite(value):
-        raise ValueError(
-            f"unknown --baseline {baseline!r}; choose one of {', '.join(BASELINES)} or a number "
-            "on the raw 0..255 pixel scale"
-        )
-    return value
+    """Occlusion's --baseline: mean, zero, gray, blur or a number on the 0..255 scale."""
+    return baselines.parse_baseline(baseline, BASELINES, "occlusion")
 
 
 def baseline_image(image: np.ndarray, baseline: str | float, patch: int) -> np.ndarray:
-    """The (h, w, c) float32 values that replace the occluded pixels of a raw image."""
-    image = np.asarray(image, dtype=np.float32)
-    if baseline == "mean":
-        return np.broadcast_to(image.mean(axis=(0, 1), keepdims=True), image.shape).astype(
-            np.float32
-        )
-    if baseline == "zero":
-        return np.zeros_like(image)
-    if baseline == "gray":
-        return np.full_like(image, 127.5)
-    if baseline == "blur":
-        blurred = cv2.GaussianBlur(
-            image, (0, 0), sigmaX=patch / 2, sigmaY=patch / 2, borderType=cv2.BORDER_REFLECT_101
-        )
-        return blurred.reshape(image.shape).astype(np.float32)
-    return np.full_like(image, float(baseline))
+    """The (h, w, c) float32 values that replace the occluded pixels (blur sigma = patch / 2)."""
+    return baselines.baseline_image(image, baseline, blur_sigma=patch / 2)
 
 
 class Occlusion(Method):
@@ -169,7 +143,6 @@ class Occlusion(Method):
             raise ValueError(f"--stride must be at least 1 pixel, got {self.stride}")
         if adapter.input_size is not None:
             self._geometry(*adapter.input_size)  # validate now, before any image is read
-        self._predict = tf.function(self._predict_fn, reduce_retracing=True)
         self._occluded_outputs = tf.function(self._occluded_fn, reduce_retracing=True)
 
     # -- configuration ------------------------------------------------------------------------
@@ -204,12 +177,6 @@ class Occlusion(Method):
         }
 
     # -- compiled functions -------------------------------------------------------------------
-
-    def _predict_fn(self, raw: Any) -> tuple[Any, Any]:
-        """Targets (B, K) and their outputs (B, K) for a batch of unoccluded images."""
-        outputs = self.adapter.forward(raw).outputs
-        targets = self.select_targets(outputs)
-        return targets, gather_targets(outputs, targets)
 
     def _occluded_fn(
         self, image: Any, baseline: Any, corners: Any, patch: Any, targets: Any
@@ -249,21 +216,6 @@ class Occlusion(Method):
         if len(images) == 0:
             return []
         return self._explain(np.asarray(images, dtype=np.float32), progress)
-
-    def _targets(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Targets (B, K) and their unoccluded outputs (B, K), in padded batches of batch_size."""
-        count = len(images)
-        step = self.batch_size if self.adapter.input_size is not None else count
-        targets, scores = [], []
-        for start in range(0, count, step):
-            chunk = images[start : start + step]
-            real = len(chunk)
-            if real < step:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - real, axis=0)])
-            t, s = self._predict(chunk)
-            targets.append(t.numpy()[:real])
-            scores.append(s.numpy()[:real])
-        return np.concatenate(targets), np.concatenate(scores)
 
     def _image_drops(
         self,
@@ -306,7 +258,7 @@ class Occlusion(Method):
         """Raw averaged drop maps (B, K, h, w), targets (B, K), outputs (B, K), geometry."""
         images = np.asarray(images, dtype=np.float32)
         count = len(images)
-        targets, scores = self._targets(images)
+        targets, scores = self.predict_targets(images)
         maps, geometry = [], []
         for b in range(count):
 

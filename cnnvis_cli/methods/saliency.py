@@ -98,15 +98,13 @@ class SampledGradients(Method):
     """Base: input gradients of many copies per image, ``batch_size`` copies per compiled call.
 
     Images are not padded (``batch_size`` counts copies); the targets are predicted on the
-    original images in padded batches by a second compiled function.
+    original images by ``Method.predict_targets``.
     """
 
     def __init__(self, adapter: ModelAdapter, **kwargs: Any) -> None:
         super().__init__(adapter, **kwargs)
-        tf, _ = tf_and_keras()
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
-        self._predict = tf.function(self._predict_fn, reduce_retracing=True)
 
     def explain(
         self, images: np.ndarray, progress: ProgressCallback | None = None
@@ -115,26 +113,6 @@ class SampledGradients(Method):
         if len(images) == 0:
             return []
         return self._explain(np.asarray(images, dtype=np.float32), progress)
-
-    def _predict_fn(self, raw: Any) -> tuple[Any, Any]:
-        outputs = self.adapter.forward(raw).outputs
-        targets = self.select_targets(outputs)
-        return targets, gather_targets(outputs, targets)
-
-    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Targets (B, K) int32 and their outputs (B, K) for the original images."""
-        count = len(images)
-        step = self.batch_size if self.adapter.input_size is not None else count
-        targets, outputs = [], []
-        for start in range(0, count, step):
-            chunk = images[start : start + step]
-            real = len(chunk)
-            if real < step:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - real, axis=0)])
-            t, o = self._predict(chunk)
-            targets.append(t.numpy()[:real])
-            outputs.append(o.numpy()[:real])
-        return np.concatenate(targets).astype(np.int32), np.concatenate(outputs)
 
     def chunks(self, total: int) -> Iterator[tuple[np.ndarray, int, float]]:
         """(row indices of length batch_size, real rows, fraction done after it) per chunk."""

@@ -92,7 +92,7 @@ class SmoothGrad(SampledGradients):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean noisy gradients (B, K, h, w, c) float64, targets (B, K), target outputs (B, K)."""
         images = np.asarray(images, dtype=np.float32)
-        targets, outputs = self.predict(images)
+        targets, outputs = self.predict_targets(images)
         sums = np.zeros((len(images), self.top_k, *images.shape[1:]), dtype=np.float64)
         for rows, real, done in self.chunks(len(images) * self.samples):
             owner, sample = rows // self.samples, rows % self.samples

@@ -1,0 +1,1 @@
+"""Synthetic demo data, demo-model training and sample-image generation for cnnvis."""
