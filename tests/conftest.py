@@ -77,3 +77,12 @@ def write_image(path: Path, image: np.ndarray) -> Path:
 
 def random_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def invoke(*args: object):
+    """Run the CLI in-process (TensorFlow is imported once per session) and return the result."""
+    from typer.testing import CliRunner
+
+    from cnnvis_cli.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)

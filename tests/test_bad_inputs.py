@@ -17,13 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from cnnvis_cli import images
-from cnnvis_cli.cli import app
 from cnnvis_cli.errors import InputError
 from cnnvis_cli.images import decode_image, discover
-from tests.conftest import random_rgb, write_image
+from tests.conftest import invoke, random_rgb, write_image
 
 # 16 x 8 CMYK JPEG (Adobe APP14, inverted CMYK as Photoshop writes it): left half red, right
 # half blue. Made once with Pillow: Image.new("RGB", (16, 8), (255, 0, 0)), blue pasted over
@@ -33,10 +31,6 @@ CMYK_JPEG = base64.b64decode(
     "gLCAkKCgoKCgYICwwLCgwJCgoK/8AAFAgACAAQBEMRAE0RAFkRAEsRAP/EABYAAQEBAAAAAAAAAAAAAAAAAAoACf/E"
     "ABQQAQAAAAAAAAAAAAAAAAAAAAD/2gAOBEMATQBZAEsAAD8A38H/AB/2/gAaP8T/2Q=="
 )
-
-
-def _invoke(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def _error_lines(result) -> list[str]:
@@ -274,7 +268,7 @@ def test_batch_goes_on_past_every_bad_file(tmp_path, saved_model, capfd):
     (folder / "notes.txt").write_text("hello")
 
     out = tmp_path / "out"
-    result = _invoke("gradcam", folder, "-m", saved_model, "-o", out, "-q", "--max-pixels", 1000)
+    result = invoke("gradcam", folder, "-m", saved_model, "-o", out, "-q", "--max-pixels", 1000)
     assert result.exit_code == 1
     lines = _error_lines(result)
     failed = [*bad, "dangling.png", "big.png"]
@@ -300,7 +294,7 @@ def test_explicit_gif_missing_path_and_broken_link(tmp_path, saved_model):
     link.symlink_to(tmp_path / "missing.jpg")
     missing = tmp_path / "nope.png"
     out = tmp_path / "out"
-    result = _invoke("gradcam", good, gif, missing, link, "-m", saved_model, "-o", out, "-q")
+    result = invoke("gradcam", good, gif, missing, link, "-m", saved_model, "-o", out, "-q")
     assert result.exit_code == 1
     lines = _error_lines(result)
     assert len(lines) == 3
@@ -312,7 +306,7 @@ def test_explicit_gif_missing_path_and_broken_link(tmp_path, saved_model):
 
 def test_missing_path_as_the_only_input_is_a_usage_error(tmp_path, saved_model):
     missing = tmp_path / "nope.png"
-    result = _invoke("gradcam", missing, "-m", saved_model, "-o", tmp_path / "out", "-q")
+    result = invoke("gradcam", missing, "-m", saved_model, "-o", tmp_path / "out", "-q")
     assert result.exit_code == 2
     assert str(missing) in result.stderr and "no such file" in result.stderr
 
@@ -325,7 +319,7 @@ def test_symlink_loop_terminates_without_duplicates(tmp_path, saved_model):
     (folder / "self").symlink_to(folder / "self")  # a link to itself
     (folder / "alias.png").symlink_to(folder / "a.png")  # same file twice
     out = tmp_path / "out"
-    result = _invoke("gradcam", folder, "-r", "-m", saved_model, "-o", out, "-q")
+    result = invoke("gradcam", folder, "-r", "-m", saved_model, "-o", out, "-q")
     assert result.exit_code == 0, result.stderr
     inputs = [Path(r["input"]).resolve() for r in _summary(out)["results"]]
     assert sorted(p.name for p in inputs) == ["a.png", "b.png"]
@@ -337,7 +331,7 @@ def test_output_folder_inside_the_input_folder_is_never_read(tmp_path, saved_mod
     write_image(folder / "sub" / "b.jpg", random_rgb(24, 24, seed=2))
     out = folder / "out"
     for _ in range(2):
-        result = _invoke("gradcam", folder, "-r", "-m", saved_model, "-o", out, "-q")
+        result = invoke("gradcam", folder, "-r", "-m", saved_model, "-o", out, "-q")
         assert result.exit_code == 0, result.stderr
         summary = _summary(out)
         assert summary["totals"]["inputs"] == summary["totals"]["processed"] == 2
@@ -361,7 +355,7 @@ def test_unwritable_output_folder_exits_2_before_any_work(where, tmp_path, saved
     blocker = tmp_path / "taken"
     blocker.write_text("not a folder")
     out = blocker if where == "an existing file" else blocker / "sub"
-    result = _invoke("gradcam", image, "-m", saved_model, "-o", out)
+    result = invoke("gradcam", image, "-m", saved_model, "-o", out)
     assert result.exit_code == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"error: cannot write to output folder {out} (")
@@ -375,7 +369,7 @@ def test_folder_without_images_exits_2(contents, tmp_path, saved_model):
     folder.mkdir()
     for name in contents:
         (folder / name).write_bytes(b"x")
-    result = _invoke("gradcam", folder, "-m", saved_model, "-o", tmp_path / "out")
+    result = invoke("gradcam", folder, "-m", saved_model, "-o", tmp_path / "out")
     assert result.exit_code == 2
     [line] = result.stderr.strip().splitlines()
     assert f"no images found in {folder}" in line
@@ -399,7 +393,7 @@ def test_ctrl_c_mid_run_exits_130_with_a_partial_summary(tmp_path, saved_model, 
 
     monkeypatch.setattr(method, "explain", interrupted)
     out = tmp_path / "out"
-    result = _invoke("gradcam", folder, "-m", saved_model, "-o", out, "-b", 1, "-q")
+    result = invoke("gradcam", folder, "-m", saved_model, "-o", out, "-b", 1, "-q")
     assert result.exit_code == 130
     summary = _summary(out)
     assert summary["totals"]["interrupted"] is True

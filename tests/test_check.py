@@ -7,15 +7,9 @@ from xml.etree import ElementTree
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from cnnvis_cli.check import Regions, energy_inside, heat_from_map, pointing_hit
-from cnnvis_cli.cli import app
-from tests.conftest import random_rgb, write_image
-
-
-def _invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+from tests.conftest import invoke, random_rgb, write_image
 
 
 def test_energy_and_pointing_by_hand():
@@ -69,7 +63,7 @@ def test_check_passes_and_fails_with_exit_codes(checked, saved_model, tmp_path):
     out = tmp_path / "pass"
     junit = tmp_path / "junit.xml"
     args = ["-m", saved_model, "--regions", regions, "--junit", junit, "-q"]
-    result = _invoke("check", images, *args, "-o", out)
+    result = invoke("check", images, *args, "-o", out)
     # whole-image boxes: all the energy is inside and every maximum is a hit
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
@@ -84,7 +78,7 @@ def test_check_passes_and_fails_with_exit_codes(checked, saved_model, tmp_path):
 
     tight = tmp_path / "tight.json"
     tight.write_text(json.dumps({"one.png": [0, 0, 2, 2], "two.png": [0, 0, 2, 2]}))
-    result = _invoke(
+    result = invoke(
         "check",
         images,
         "-m",
@@ -107,7 +101,7 @@ def test_check_passes_and_fails_with_exit_codes(checked, saved_model, tmp_path):
 
 def test_check_with_occlusion_and_bad_regions(checked, saved_model, tmp_path):
     images, regions = checked
-    result = _invoke(
+    result = invoke(
         "check",
         images,
         "-m",
@@ -129,14 +123,14 @@ def test_check_with_occlusion_and_bad_regions(checked, saved_model, tmp_path):
     assert result.exit_code == 0, result.output
     params = json.loads((tmp_path / "occ" / "summary.json").read_text())["params"]
     assert params["patch"] == 6
-    result = _invoke("check", images, "-m", saved_model, "--regions", tmp_path / "nope.json")
+    result = invoke("check", images, "-m", saved_model, "--regions", tmp_path / "nope.json")
     assert result.exit_code == 2 and "regions not found" in result.stderr
 
 
 def test_metrics_and_report_flags(checked, saved_model, tmp_path):
     images, _ = checked
     out = tmp_path / "m"
-    result = _invoke(
+    result = invoke(
         "gradcam",
         images,
         "-m",

@@ -10,16 +10,10 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from cnnvis_cli.cli import app
-from tests.conftest import random_rgb, write_image
+from tests.conftest import invoke, random_rgb, write_image
 
 SIZES = [(30, 40), (64, 48), (24, 24), (17, 99)]
-
-
-def _invoke(*args: str):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture
@@ -33,7 +27,7 @@ def image_folder(tmp_path):
 
 def test_folder_run_writes_overlays_at_input_size(image_folder, saved_model, tmp_path):
     out = tmp_path / "out"
-    result = _invoke("gradcam", image_folder, "-m", saved_model, "-o", out, "-r", "--save-raw")
+    result = invoke("gradcam", image_folder, "-m", saved_model, "-o", out, "-r", "--save-raw")
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["version"] == 1 and summary["method"] == "gradcam"
@@ -56,7 +50,7 @@ def test_folder_run_writes_overlays_at_input_size(image_folder, saved_model, tmp
 def test_corrupt_file_gives_exit_1_and_the_rest_is_written(image_folder, saved_model, tmp_path):
     (image_folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     out = tmp_path / "out"
-    result = _invoke("gradcam", image_folder, "-m", saved_model, "-o", out, "--json")
+    result = invoke("gradcam", image_folder, "-m", saved_model, "-o", out, "--json")
     assert result.exit_code == 1
     assert "broken.png" in result.stderr
     summary = json.loads(result.stdout)
@@ -69,12 +63,12 @@ def test_corrupt_file_gives_exit_1_and_the_rest_is_written(image_folder, saved_m
 
 def test_class_by_name_and_top_k(image_folder, saved_model, tmp_path):
     out = tmp_path / "out"
-    result = _invoke("gradcam", image_folder, "-m", saved_model, "-o", out, "-c", "dog", "-q")
+    result = invoke("gradcam", image_folder, "-m", saved_model, "-o", out, "-c", "dog", "-q")
     assert result.exit_code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert {r["class_name"] for r in summary["results"]} == {"dog"}
     out2 = tmp_path / "out2"
-    result = _invoke("gradcam", image_folder, "-m", saved_model, "-o", out2, "--top-k", "3", "-q")
+    result = invoke("gradcam", image_folder, "-m", saved_model, "-o", out2, "--top-k", "3", "-q")
     assert result.exit_code == 0
     record = json.loads((out2 / "summary.json").read_text())["results"][0]
     assert sorted(t["class_index"] for t in record["targets"]) == [0, 1, 2]
@@ -96,7 +90,7 @@ def test_class_by_name_and_top_k(image_folder, saved_model, tmp_path):
 def test_setup_errors_exit_2_before_any_work(image_folder, saved_model, tmp_path, args, message):
     out = tmp_path / "out"
     model_args = [] if "-m" in args else ["-m", saved_model]
-    result = _invoke("gradcam", image_folder, *model_args, *args, "-o", out)
+    result = invoke("gradcam", image_folder, *model_args, *args, "-o", out)
     assert result.exit_code == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -106,14 +100,14 @@ def test_setup_errors_exit_2_before_any_work(image_folder, saved_model, tmp_path
 def test_not_a_model_file(tmp_path, image_folder):
     fake = tmp_path / "fake.keras"
     fake.write_bytes(b"not a zip")
-    result = _invoke("gradcam", image_folder, "-m", fake, "-o", tmp_path / "o")
+    result = invoke("gradcam", image_folder, "-m", fake, "-o", tmp_path / "o")
     assert result.exit_code == 2
     assert "cannot load the model" in result.stderr
 
 
 def test_empty_folder_is_a_usage_error(tmp_path, saved_model):
     (tmp_path / "empty").mkdir()
-    result = _invoke("gradcam", tmp_path / "empty", "-m", saved_model, "-o", tmp_path / "o")
+    result = invoke("gradcam", tmp_path / "empty", "-m", saved_model, "-o", tmp_path / "o")
     assert result.exit_code == 2
     assert "no images found" in result.stderr
 

@@ -7,14 +7,8 @@ import json
 import cv2
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from cnnvis_cli.cli import app
-from tests.conftest import random_rgb, write_image
-
-
-def _invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+from tests.conftest import invoke, random_rgb, write_image
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +36,7 @@ def test_method_writes_overlay_and_raw_at_input_size(method, folder, saved_model
     out = tmp_path / method
     fast = {"smoothgrad": ["--samples", "4"], "integrated-gradients": ["--steps", "8"]}
     args = fast.get(method, [])
-    result = _invoke(method, folder, "-m", saved_model, "-o", out, "--save-raw", "-q", *args)
+    result = invoke(method, folder, "-m", saved_model, "-o", out, "--save-raw", "-q", *args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == method and summary["totals"]["processed"] == 2
@@ -60,7 +54,7 @@ def test_method_writes_overlay_and_raw_at_input_size(method, folder, saved_model
 def test_occlusion_options_reach_the_method(folder, saved_model, tmp_path):
     out = tmp_path / "occ"
     args = ["--patch", "5", "--stride", "3", "--baseline", "gray", "--signed", "-q"]
-    result = _invoke("occlusion", folder, "-m", saved_model, "-o", out, "--save-raw", *args)
+    result = invoke("occlusion", folder, "-m", saved_model, "-o", out, "--save-raw", *args)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     params = summary["params"]
@@ -75,14 +69,14 @@ def test_occlusion_options_reach_the_method(folder, saved_model, tmp_path):
 
 
 def test_occlusion_bad_patch_is_a_usage_error(folder, saved_model, tmp_path):
-    result = _invoke("occlusion", folder, "-m", saved_model, "-o", tmp_path, "--patch", "99")
+    result = invoke("occlusion", folder, "-m", saved_model, "-o", tmp_path, "--patch", "99")
     assert result.exit_code == 2
     assert "patch" in result.stderr
 
 
 def test_compare_writes_one_labelled_panel_per_image(folder, saved_model, tmp_path):
     out = tmp_path / "cmp"
-    result = _invoke("compare", folder, "-m", saved_model, "-o", out, "-q", "--save-raw")
+    result = invoke("compare", folder, "-m", saved_model, "-o", out, "-q", "--save-raw")
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["params"]["methods"] == ["gradcam", "occlusion", "guided-gradcam"]
@@ -97,7 +91,7 @@ def test_compare_writes_one_labelled_panel_per_image(folder, saved_model, tmp_pa
 
 
 def test_unknown_compare_method_is_a_usage_error(folder, saved_model, tmp_path):
-    result = _invoke("compare", folder, "-m", saved_model, "-o", tmp_path, "--methods", "foo")
+    result = invoke("compare", folder, "-m", saved_model, "-o", tmp_path, "--methods", "foo")
     assert result.exit_code == 2
     assert "unknown method" in result.stderr
 
@@ -113,14 +107,14 @@ def test_unguided_layers_are_reported(keras_mod, folder, tmp_path):
     )
     path = tmp_path / "swish.keras"
     model.save(path)
-    result = _invoke("guided", folder, "-m", path, "-o", tmp_path / "out")
+    result = invoke("guided", folder, "-m", path, "-o", tmp_path / "out")
     assert result.exit_code == 0
     assert "unguided: swishy" in result.stderr
 
 
 def test_integrated_gradients_reports_completeness_per_image(folder, saved_model, tmp_path):
     out = tmp_path / "ig"
-    result = _invoke(
+    result = invoke(
         "integrated-gradients", folder, "-m", saved_model, "-o", out, "--steps", "64", "-q"
     )
     assert result.exit_code == 0, result.output

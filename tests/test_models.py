@@ -7,19 +7,13 @@ import textwrap
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from cnnvis_cli.cli import app
 from cnnvis_cli.errors import ModelError
 from cnnvis_cli.methods.gradcam import GradCAM
 from cnnvis_cli.model import ModelAdapter, load_model
-from tests.conftest import random_rgb, write_image
+from tests.conftest import invoke, random_rgb, write_image
 
 GRADIENT_METHODS = ["gradcam", "guided", "guided-gradcam"]
-
-
-def _invoke(*args):
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +48,7 @@ def transfer_model(keras_mod, tmp_path_factory):
 @pytest.mark.parametrize("method", [*GRADIENT_METHODS, "occlusion"])
 def test_transfer_learning_model_runs_every_method(method, transfer_model, images, tmp_path):
     extra = ["--patch", "16", "--stride", "16"] if method == "occlusion" else []
-    result = _invoke(method, images, "-m", transfer_model, "-o", tmp_path, "-q", *extra)
+    result = invoke(method, images, "-m", transfer_model, "-o", tmp_path, "-q", *extra)
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["totals"]["processed"] == 2
@@ -63,12 +57,12 @@ def test_transfer_learning_model_runs_every_method(method, transfer_model, image
 
 
 def test_nested_layer_path_and_layers_command(transfer_model, tmp_path, images):
-    result = _invoke("layers", transfer_model)
+    result = invoke("layers", transfer_model)
     assert result.exit_code == 0
     assert "mobilenetv2_0.35_64/out_relu" in result.stdout
     assert "automatic Grad-CAM layer: mobilenetv2_0.35_64/out_relu" in result.stdout
     layer = "mobilenetv2_0.35_64/block_13_expand_relu"
-    result = _invoke("gradcam", images, "-m", transfer_model, "-o", tmp_path, "--layer", layer)
+    result = invoke("gradcam", images, "-m", transfer_model, "-o", tmp_path, "--layer", layer)
     assert result.exit_code == 0
     params = json.loads((tmp_path / "summary.json").read_text())["params"]
     assert params["layer"] == layer
@@ -79,7 +73,7 @@ def test_keras_application_runs_all_methods(images, tmp_path):
     for method in [*GRADIENT_METHODS, "occlusion"]:
         extra = ["--patch", "56", "--stride", "56"] if method == "occlusion" else []
         out = tmp_path / method
-        result = _invoke(
+        result = invoke(
             method,
             images,
             "-m",
@@ -172,7 +166,7 @@ def test_multi_output_model_picks_the_named_output(keras_mod, tmp_path, images):
     assert load_model(path, output="1").num_classes == 7
     with pytest.raises(ModelError, match="outputs: species, colour"):
         load_model(path, output="size")
-    result = _invoke("gradcam", images, "-m", path, "--output", "colour", "-o", tmp_path / "o")
+    result = invoke("gradcam", images, "-m", path, "--output", "colour", "-o", tmp_path / "o")
     assert result.exit_code == 0
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["model"]["output"] == "colour"
@@ -190,7 +184,7 @@ def test_dynamic_input_size_takes_each_image_at_its_own_size(keras_mod, tmp_path
     path = tmp_path / "dynamic.keras"
     model.save(path)
     out = tmp_path / "o"
-    result = _invoke("gradcam", images, "-m", path, "-o", out, "--save-raw", "--max-size", "32")
+    result = invoke("gradcam", images, "-m", path, "-o", out, "--save-raw", "--max-size", "32")
     assert result.exit_code == 0, result.output
     for record in json.loads((out / "summary.json").read_text())["results"]:
         raw = np.load(record["outputs"]["raw"])
@@ -227,9 +221,9 @@ def test_saved_model_directory_runs_occlusion_only(keras_mod, tmp_path, images):
     )
     export = tmp_path / "exported"
     model.export(export, verbose=False)
-    result = _invoke("occlusion", images, "-m", export, "-o", tmp_path / "occ", "-q")
+    result = invoke("occlusion", images, "-m", export, "-o", tmp_path / "occ", "-q")
     assert result.exit_code == 0, result.output
-    result = _invoke("gradcam", images, "-m", export, "-o", tmp_path / "gc")
+    result = invoke("gradcam", images, "-m", export, "-o", tmp_path / "gc")
     assert result.exit_code == 2
     assert "forward passes only" in result.stderr and "occlusion" in result.stderr
 
@@ -246,10 +240,10 @@ def test_lambda_layer_needs_unsafe_load(keras_mod, tmp_path, images):
     )
     path = tmp_path / "lambda.keras"
     model.save(path)
-    result = _invoke("gradcam", images, "-m", path, "-o", tmp_path / "o")
+    result = invoke("gradcam", images, "-m", path, "-o", tmp_path / "o")
     assert result.exit_code == 2
     assert "--unsafe-load" in result.stderr
-    result = _invoke("gradcam", images, "-m", path, "-o", tmp_path / "o", "--unsafe-load")
+    result = invoke("gradcam", images, "-m", path, "-o", tmp_path / "o", "--unsafe-load")
     assert result.exit_code == 0, result.output
 
 
@@ -276,12 +270,12 @@ def test_custom_layer_needs_custom_objects_file(keras_mod, tmp_path, images):
     )
     path = tmp_path / "custom.keras"
     model.save(path)
-    result = _invoke("gradcam", images, "-m", path, "-o", tmp_path / "o")
+    result = invoke("gradcam", images, "-m", path, "-o", tmp_path / "o")
     assert result.exit_code == 2
     assert "--custom-objects" in result.stderr and "Doubler" in result.stderr
     objects = tmp_path / "custom_layers.py"
     objects.write_text(source)
-    result = _invoke(
+    result = invoke(
         "gradcam", images, "-m", path, "-o", tmp_path / "o", "--custom-objects", objects
     )
     assert result.exit_code == 0, result.output
@@ -308,7 +302,7 @@ def test_model_without_spatial_layer_suggests_occlusion(keras_mod, tmp_path, ima
     )
     path = tmp_path / "flat.keras"
     model.save(path)
-    result = _invoke("gradcam", images, "-m", path, "-o", tmp_path / "o")
+    result = invoke("gradcam", images, "-m", path, "-o", tmp_path / "o")
     assert result.exit_code == 2
     assert "occlusion" in result.stderr
-    assert _invoke("occlusion", images, "-m", path, "-o", tmp_path / "p", "-q").exit_code == 0
+    assert invoke("occlusion", images, "-m", path, "-o", tmp_path / "p", "-q").exit_code == 0
