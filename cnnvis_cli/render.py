@@ -71,19 +71,21 @@ def resize_map(values: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def colorize(heat01: np.ndarray, colormap: str = "jet") -> np.ndarray:
     """Map an H x W array in [0, 1] to an H x W x 3 uint8 RGB image."""
-    gray = np.clip(heat01 * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    gray = cv2.convertScaleAbs(np.clip(heat01, 0.0, 1.0), alpha=255.0)  # rounds, saturates
     return cv2.cvtColor(cv2.applyColorMap(gray, colormap_code(colormap)), cv2.COLOR_BGR2RGB)
 
 
 def overlay(
     image_rgb: np.ndarray, heat01: np.ndarray, *, alpha: float = 0.4, colormap: str = "jet"
 ) -> np.ndarray:
-    """Blend a coloured heatmap over an RGB image: (1 - alpha) * image + alpha * colour."""
+    """Blend a coloured heatmap over an RGB image: (1 - alpha) * image + alpha * colour.
+
+    The heatmap is resized to the image if needed; the blend is OpenCV's saturating
+    ``addWeighted`` (an order of magnitude faster than the same sum in float32 NumPy).
+    """
     height, width = image_rgb.shape[:2]
-    heat = np.clip(resize_map(heat01, height, width), 0.0, 1.0)
-    colour = colorize(heat, colormap).astype(np.float32)
-    blended = (1.0 - alpha) * image_rgb.astype(np.float32) + alpha * colour
-    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+    colour = colorize(resize_map(heat01, height, width), colormap)
+    return cv2.addWeighted(image_rgb, 1.0 - alpha, colour, alpha, 0.0)
 
 
 def signed_to_image(gradient: np.ndarray, *, spread: float = 0.15) -> np.ndarray:

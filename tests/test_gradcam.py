@@ -151,3 +151,16 @@ def test_layer_errors_name_the_closest_layer(cam_model):
         adapter.resolve_layer("head")
     with pytest.raises(ModelError, match="out of range"):
         adapter.class_index("7")
+
+
+def test_eager_run_equals_the_compiled_one(cam_model, images):
+    """Single-batch runs skip tracing; the maps must not change."""
+    from cnnvis_cli.methods.guided import GuidedGradCAM
+
+    adapter = ModelAdapter(cam_model, preprocess="raw")
+    for cls in (GradCAM, GuidedGradCAM):
+        compiled = cls(adapter, batch_size=4, top_k=2).explain(images)
+        eager = cls(adapter, batch_size=4, top_k=2, eager=True).explain(images)
+        for a, b in zip(compiled, eager, strict=True):
+            assert a.class_indices == b.class_indices
+            np.testing.assert_allclose(a.maps[1], b.maps[1], atol=1e-6)

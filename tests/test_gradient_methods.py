@@ -241,5 +241,6 @@ def test_traced_once_across_batches(adapter, images, make):
     assert len(method.explain(images[1:])) == 2
     assert method._compiled.experimental_get_tracing_count() == 1
     predict = getattr(method, "_predict", None)
-    assert predict is None or predict.experimental_get_tracing_count() == 1
+    # one trace for the lone image, one for padded batches
+    assert predict is None or predict.experimental_get_tracing_count() == 2
     assert method.signed is False

@@ -55,12 +55,15 @@ class Method(ABC):
         top_k: number of best classes to explain per image when ``class_index`` is None.
         batch_size: images (or occluded copies) per compiled call; short batches are padded
             to this size so the compiled function is traced once.
+        eager: run the computation eagerly instead of tracing it; faster when the whole run is
+            one call (tracing costs more than it saves), e.g. a single image from a shell.
     """
 
     name: ClassVar[str]
     title: ClassVar[str]
     signed: ClassVar[bool] = False  # True: maps are signed h x w x c gradients, not heatmaps
     needs_gradients: ClassVar[bool] = True  # False: forward passes only (runs on SavedModels)
+    batch_counts_images: ClassVar[bool] = True  # False: batch_size counts copies of one image
 
     def __init__(
         self,
@@ -69,6 +72,7 @@ class Method(ABC):
         class_index: int | None = None,
         top_k: int = 1,
         batch_size: int = 16,
+        eager: bool = False,
     ) -> None:
         if top_k < 1:
             raise ValueError("--top-k must be at least 1")
@@ -78,6 +82,7 @@ class Method(ABC):
         self.class_index = class_index
         self.top_k = 1 if class_index is not None else top_k
         self.batch_size = batch_size
+        self.eager = eager
         self._predict: Any = None  # compiled on first use by predict_targets
 
     def params(self) -> dict[str, Any]:
@@ -104,17 +109,23 @@ class Method(ABC):
     def _explain(self, images: np.ndarray, progress: ProgressCallback | None) -> list[Explanation]:
         """Explain a full batch."""
 
+    def compile(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        """``function`` as a ``tf.function`` (traced once per input shape), or as is if eager."""
+        tf, _ = tf_and_keras()
+        return function if self.eager else tf.function(function, reduce_retracing=True)
+
     def predict_targets(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Targets (B, K) int32 and their outputs (B, K) for raw images, one forward pass each.
 
         For methods that explain copies of an image (occlusion, SmoothGrad, ...): runs in padded
-        chunks of ``batch_size`` so the compiled function is traced once per input shape.
+        chunks of ``batch_size`` (a single image alone), so at most two shapes are traced.
         """
-        tf, _ = tf_and_keras()
         if self._predict is None:
-            self._predict = tf.function(self._predict_fn, reduce_retracing=True)
+            self._predict = self.compile(self._predict_fn)
         count = len(images)
-        step = self.batch_size if self.adapter.input_size is not None else count
+        # a lone image (the usual shell call) costs one pass, not batch_size; other counts are
+        # padded to batch_size, so at most two shapes are ever traced
+        step = self.batch_size if count > 1 and self.adapter.input_size is not None else count
         targets, outputs = [], []
         for start in range(0, count, step):
             chunk = images[start : start + step]

@@ -29,6 +29,7 @@ class Compare(Method):
 
     name = "compare"
     title = "Compare"
+    batch_counts_images = False  # occlusion's batch counts occluded copies
 
     def __init__(
         self,
@@ -39,7 +40,11 @@ class Compare(Method):
     ) -> None:
         from cnnvis_cli.methods import get_method, method_names
 
-        base = {k: options.pop(k) for k in ("class_index", "top_k", "batch_size") if k in options}
+        base = {
+            k: options.pop(k)
+            for k in ("class_index", "top_k", "batch_size", "eager")
+            if k in options
+        }
         super().__init__(adapter, **base)
         unknown = [m for m in methods if m not in method_names() or m == self.name]
         if unknown or not methods:

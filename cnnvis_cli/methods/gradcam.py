@@ -52,9 +52,8 @@ class BaseCAM(Method):
 
     def __init__(self, adapter: ModelAdapter, *, layer: str | None = None, **kwargs: Any) -> None:
         super().__init__(adapter, **kwargs)
-        tf, _ = tf_and_keras()
         self.layer = adapter.resolve_layer(layer)
-        self._compiled = tf.function(self.compute, reduce_retracing=True)
+        self._compiled = self.compile(self.compute)
 
     @abstractmethod
     def cam(self, features: Any, gradients: Any) -> Any:

@@ -204,11 +204,10 @@ class GuidedBackprop(Method):
 
     def __init__(self, adapter: ModelAdapter, **kwargs: Any) -> None:
         super().__init__(adapter, **kwargs)
-        tf, _ = tf_and_keras()
         self._gates, self.unguided_layers = plan_guided_relus(
             adapter.all_layers, adapter.head_layer
         )
-        self._compiled = tf.function(self.compute, reduce_retracing=True)
+        self._compiled = self.compile(self.compute)
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "unguided_layers": list(self.unguided_layers)}
@@ -256,12 +255,11 @@ class GuidedGradCAM(Method):
 
     def __init__(self, adapter: ModelAdapter, *, layer: str | None = None, **kwargs: Any) -> None:
         super().__init__(adapter, **kwargs)
-        tf, _ = tf_and_keras()
         self.gradcam = GradCAM(adapter, layer=layer, **kwargs)
         self.guided = GuidedBackprop(adapter, **kwargs)
         self.layer = self.gradcam.layer
         self.unguided_layers = self.guided.unguided_layers
-        self._compiled = tf.function(self.compute, reduce_retracing=True)
+        self._compiled = self.compile(self.compute)
 
     def params(self) -> dict[str, Any]:
         return {

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from cnnvis_cli._tf import tf_and_keras
 from cnnvis_cli.methods import baselines
 from cnnvis_cli.methods.base import Explanation, ProgressCallback, gather_targets
 from cnnvis_cli.methods.saliency import SampledGradients, input_gradients, normalise_heatmaps
@@ -76,6 +75,7 @@ class IntegratedGradients(SampledGradients):
     """Integrated Gradients with ``steps`` trapezoid intervals from ``baseline``."""
 
     name = "integrated-gradients"
+    batch_counts_images = False
     title = "Integrated Gradients"
 
     def __init__(
@@ -87,12 +87,11 @@ class IntegratedGradients(SampledGradients):
         **kwargs: Any,
     ) -> None:
         super().__init__(adapter, **kwargs)
-        tf, _ = tf_and_keras()
         if int(steps) < 1:
             raise ValueError(f"--steps must be at least 1, got {steps}")
         self.steps = int(steps)
         self.baseline = parse_baseline(baseline)
-        self._compiled = tf.function(self._path_gradients, reduce_retracing=True)
+        self._compiled = self.compile(self._path_gradients)
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "steps": self.steps, "baseline": self.baseline}

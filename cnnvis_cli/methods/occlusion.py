@@ -114,6 +114,7 @@ class Occlusion(Method):
     """
 
     name = "occlusion"
+    batch_counts_images = False
     title = "Occlusion"
     signed = False
     needs_gradients = False
@@ -129,7 +130,6 @@ class Occlusion(Method):
         **kwargs: Any,
     ) -> None:
         super().__init__(adapter, **kwargs)
-        tf, _ = tf_and_keras()
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
         self.patch = None if patch is None else int(patch)
@@ -143,7 +143,7 @@ class Occlusion(Method):
             raise ValueError(f"--stride must be at least 1 pixel, got {self.stride}")
         if adapter.input_size is not None:
             self._geometry(*adapter.input_size)  # validate now, before any image is read
-        self._occluded_outputs = tf.function(self._occluded_fn, reduce_retracing=True)
+        self._occluded_outputs = self.compile(self._occluded_fn)
 
     # -- configuration ------------------------------------------------------------------------
 
@@ -229,7 +229,9 @@ class Occlusion(Method):
         height, width = image.shape[:2]
         patch, stride = self._geometry(height, width)
         ys, xs = patch_corners(height, patch, stride), patch_corners(width, patch, stride)
-        total, n = len(ys) * len(xs), self.batch_size
+        total = len(ys) * len(xs)
+        # equal chunks of at most batch_size: the last one wastes < chunks forward passes
+        n = math.ceil(total / math.ceil(total / self.batch_size))
         image_t = tf.constant(image)
         baseline_t = tf.constant(baseline_image(image, self.baseline, patch))
         patch_t = tf.constant(patch, tf.int32)

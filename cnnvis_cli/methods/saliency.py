@@ -77,8 +77,7 @@ class Saliency(Method):
 
     def __init__(self, adapter: ModelAdapter, **kwargs: Any) -> None:
         super().__init__(adapter, **kwargs)
-        tf, _ = tf_and_keras()
-        self._compiled = tf.function(self.compute, reduce_retracing=True)
+        self._compiled = self.compile(self.compute)
 
     def compute(self, raw: Any) -> tuple[Any, Any, Any]:
         """Unnormalised maps (B, K, h, w), targets (B, K) and target outputs (B, K)."""

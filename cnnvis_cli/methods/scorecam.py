@@ -72,6 +72,7 @@ class ScoreCAM(Method):
     """
 
     name = "scorecam"
+    batch_counts_images = False
     title = "Score-CAM"
     signed = False
 
@@ -84,7 +85,6 @@ class ScoreCAM(Method):
         **kwargs: Any,
     ) -> None:
         super().__init__(adapter, **kwargs)
-        tf, _ = tf_and_keras()
         if self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
         if max_channels is not None and int(max_channels) < 1:
@@ -93,9 +93,9 @@ class ScoreCAM(Method):
         self.max_channels = None if max_channels is None else int(max_channels)
         shape = self.layer.output_shape
         self.channels: int | None = int(shape[-1]) if shape and shape[-1] else None
-        self._features = tf.function(self._features_fn, reduce_retracing=True)
-        self._masked = tf.function(self._masked_fn, reduce_retracing=True)
-        self._combine = tf.function(self._combine_fn, reduce_retracing=True)
+        self._features = self.compile(self._features_fn)
+        self._masked = self.compile(self._masked_fn)
+        self._combine = self.compile(self._combine_fn)
 
     def params(self) -> dict[str, Any]:
         return {

@@ -46,6 +46,7 @@ class SmoothGrad(SampledGradients):
     """SmoothGrad with ``samples`` noisy copies, noise std ``noise`` x 255, seeded by ``seed``."""
 
     name = "smoothgrad"
+    batch_counts_images = False
     title = "SmoothGrad"
 
     def __init__(
@@ -58,7 +59,6 @@ class SmoothGrad(SampledGradients):
         **kwargs: Any,
     ) -> None:
         super().__init__(adapter, **kwargs)
-        tf, _ = tf_and_keras()
         if int(samples) < 1:
             raise ValueError(f"--samples must be at least 1, got {samples}")
         if not math.isfinite(float(noise)) or float(noise) < 0:
@@ -67,7 +67,7 @@ class SmoothGrad(SampledGradients):
         self.noise = float(noise)
         self.seed = int(seed)
         self.sigma = 255.0 * self.noise
-        self._compiled = tf.function(self._noisy_gradients, reduce_retracing=True)
+        self._compiled = self.compile(self._noisy_gradients)
 
     def params(self) -> dict[str, Any]:
         return {
