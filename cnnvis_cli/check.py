@@ -6,10 +6,15 @@ resolution, non-negative) is scored two ways:
 - **energy inside the region**: E = sum_{p in R} H(p) / sum_p H(p), the share of the heatmap's
   mass inside the region (the "energy-based pointing game" of Wang et al., Score-CAM, 2020);
 - **pointing game** (Zhang et al., "Top-down Neural Attention by Excitation Backprop", ECCV
-  2016): a hit when the heatmap's maximum lies inside the region grown by ``tolerance`` pixels.
+  2016): a hit when the heatmap's maximum lies inside the region.
 
-The set passes when the mean energy is at least ``min_energy`` and the hit rate at least
-``min_hit_rate``; a failing set makes ``cnnvis check`` exit with code 3.
+For both, R is the region grown by ``tolerance`` pixels (a disc): a CAM is computed on a coarse
+grid (a 12 x 12 map spreads each cell over ~50 pixels of a 640-pixel image), and the tolerance
+keeps a well-placed but blurry map from being judged as missing a small object.
+
+An image's test case fails when the pointing game misses. The set passes when the mean energy is
+at least ``min_energy`` and the hit rate at least ``min_hit_rate``; a failing set makes
+``cnnvis check`` exit with code 3.
 """
 
 from __future__ import annotations
@@ -44,16 +49,20 @@ def energy_inside(heat: np.ndarray, region: np.ndarray) -> float:
     return float(heat[region].sum()) / total if total > EPSILON else 0.0
 
 
+def grow(region: np.ndarray, tolerance: int) -> np.ndarray:
+    """The region dilated by a disc of radius ``tolerance`` pixels."""
+    if tolerance <= 0:
+        return region
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * tolerance + 1,) * 2)
+    return cv2.dilate(region.astype(np.uint8), kernel).astype(bool)
+
+
 def pointing_hit(heat: np.ndarray, region: np.ndarray, tolerance: int = 0) -> bool:
     """True when the heatmap's maximum falls inside ``region`` grown by ``tolerance`` pixels."""
     if float(heat.max()) <= EPSILON:
         return False
-    grown = region
-    if tolerance > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * tolerance + 1,) * 2)
-        grown = cv2.dilate(region.astype(np.uint8), kernel).astype(bool)
     y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
-    return bool(grown[y, x])
+    return bool(grow(region, tolerance)[y, x])
 
 
 class Regions:
@@ -130,13 +139,14 @@ class RegionCheck:
         region = self.regions.mask(path, heat.shape[0], heat.shape[1])
         if region is None:
             return {"region": None, "skipped": "no region for this image"}
-        energy = energy_inside(heat, region)
-        hit = pointing_hit(heat, region, self.tolerance)
+        grown = grow(region, self.tolerance)
+        energy = energy_inside(heat, grown)
+        hit = pointing_hit(heat, grown)
         return {
             "region": self.regions.describe(path),
             "energy": round(energy, 6),
             "hit": hit,
-            "passed": hit and energy >= self.min_energy,
+            "passed": hit,
         }
 
     def verdict(self, results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -158,7 +168,8 @@ class RegionCheck:
 
 
 def junit_xml(results: list[dict[str, Any]], verdict: dict[str, Any], method: str) -> str:
-    """JUnit XML: one test case per image (failure: missed or too little energy inside)."""
+    """JUnit XML: one test case per image (failure: the heatmap's maximum misses the region);
+    the set-level figures go in the suite's properties."""
     suite = ElementTree.Element(
         "testsuite",
         name=f"cnnvis check ({method})",
@@ -177,15 +188,11 @@ def junit_xml(results: list[dict[str, Any]], verdict: dict[str, Any], method: st
         elif check.get("skipped"):
             ElementTree.SubElement(case, "skipped", message=check["skipped"])
         elif not check.get("passed"):
-            reasons = []
-            if check["energy"] < verdict["min_energy"]:
-                reasons.append(f"energy inside {check['energy']:.3f} < {verdict['min_energy']}")
-            if not check["hit"]:
-                reasons.append("heatmap maximum outside the region")
-            ElementTree.SubElement(case, "failure", message="; ".join(reasons))
+            message = f"heatmap maximum outside the region (energy inside {check['energy']:.3f})"
+            ElementTree.SubElement(case, "failure", message=message)
         ElementTree.SubElement(case, "system-out").text = json.dumps(check)
     props = ElementTree.SubElement(suite, "properties")
-    for key in ("mean_energy", "hit_rate", "passed"):
+    for key in ("mean_energy", "min_energy", "hit_rate", "min_hit_rate", "passed"):
         ElementTree.SubElement(props, "property", name=key, value=str(verdict[key]))
     ElementTree.indent(suite)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ElementTree.tostring(

@@ -96,7 +96,7 @@ def test_check_passes_and_fails_with_exit_codes(checked, saved_model, tmp_path):
     assert result.exit_code == 3
     suite = ElementTree.parse(junit).getroot()
     assert suite.get("failures") == "2"
-    assert "energy inside" in suite.find("testcase/failure").get("message")
+    assert "outside the region" in suite.find("testcase/failure").get("message")
 
 
 def test_check_with_occlusion_and_bad_regions(checked, saved_model, tmp_path):
