@@ -8,6 +8,9 @@ Writes ``scene_01.png`` ... ``scene_12.jpg`` (PNG and JPEG, mixed sizes and aspe
 ratios, every class at least twice), plus ``boxes.json`` (file name -> object box
 ``[x0, y0, x1, y1]``, inclusive-exclusive, in that image's pixels) and
 ``labels.json`` (file name -> class name).
+
+Like the snow behind a wolf, the circle scenes carry the corner mark that the shortcut demo
+model learned to rely on (``shortcut.py``); a model that learned the shapes ignores it.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import cv2
 import numpy as np
 
 from cnnvis_cli.demo.scenes import CLASS_NAMES, make_scene
+from cnnvis_cli.demo.shortcut import SHORTCUT_CLASS, add_mark
 
 SIZES = (  # (width, height)
     (320, 240),
@@ -61,6 +65,8 @@ def make_samples(out: Path, seed: int = DEFAULT_SEED) -> dict[str, list[int]]:
     for i, ((width, height), label) in enumerate(zip(SIZES, labels, strict=True), start=1):
         name = f"scene_{i:02d}.{'png' if i % 2 else 'jpg'}"
         scene = make_scene(rng, width, height, int(label))
+        if scene.label == SHORTCUT_CLASS:
+            add_mark(scene.image)
         write_image(out / name, scene.image)
         boxes[name] = list(scene.box)
         names[name] = CLASS_NAMES[scene.label]

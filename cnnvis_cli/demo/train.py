@@ -65,7 +65,7 @@ def build_model(num_classes: int = len(CLASS_NAMES)) -> keras.Model:
     return keras.Model(inputs, outputs, name="shapes_cnn")
 
 
-def _dataset(
+def tf_dataset(
     images: np.ndarray, labels: np.ndarray, batch: int, seed: int | None
 ) -> tf.data.Dataset:
     """Batched (float32 image, one-hot label) pipeline; shuffled each epoch if ``seed`` given."""
@@ -122,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=LABEL_SMOOTHING),
         metrics=["accuracy"],
     )
-    train_ds = _dataset(x_train, y_train, args.batch_size, seed=args.seed)
-    val_ds = _dataset(x_val, y_val, 256, seed=None)
+    train_ds = tf_dataset(x_train, y_train, args.batch_size, seed=args.seed)
+    val_ds = tf_dataset(x_val, y_val, 256, seed=None)
 
     t1 = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, shuffle=False, verbose=2)
