@@ -17,9 +17,6 @@ from tests.conftest import invoke
 
 SAMPLES = sample_images_dir()
 SHORTCUT_MODEL = DATA_DIR / "shapes_shortcut.keras"
-pytestmark = pytest.mark.skipif(
-    SAMPLES is None or not demo_model_path().is_file(), reason="demo model or samples missing"
-)
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +83,6 @@ def test_check_passes_the_clean_model(tmp_path):
     assert verdict["passed"] and verdict["hit_rate"] >= 0.9 and verdict["mean_energy"] >= 0.5
 
 
-@pytest.mark.skipif(not SHORTCUT_MODEL.is_file(), reason="shortcut model missing")
 def test_check_fails_the_shortcut_model(tmp_path):
     result = invoke(
         "check",
