@@ -76,6 +76,19 @@ def tf_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def save_demo_model(model: keras.Model, out: Path, metrics: dict) -> None:
+    """Save a fresh copy without optimizer state (smaller, plain inference model), with its
+    ``<stem>.classes.json`` and ``<stem>.metrics.json`` beside it."""
+    export = build_model()
+    export.set_weights(model.get_weights())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    export.save(out)
+    stem = out.with_suffix("")
+    Path(f"{stem}.classes.json").write_text(json.dumps(list(CLASS_NAMES)) + "\n")
+    Path(f"{stem}.metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"saved {out} ({out.stat().st_size} bytes, {export.count_params()} params)")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse command-line arguments."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -131,14 +144,6 @@ def main(argv: list[str] | None = None) -> int:
     _, val_acc = model.evaluate(val_ds, verbose=0)
     print(f"held-out accuracy {val_acc:.4f} (n={len(x_val)}), trained in {train_seconds:.0f}s")
 
-    # Save a fresh copy without optimizer state: smaller file, plain inference model.
-    export = build_model()
-    export.set_weights(model.get_weights())
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    export.save(out)
-    stem = out.with_suffix("")
-    Path(f"{stem}.classes.json").write_text(json.dumps(list(CLASS_NAMES)) + "\n")
     metrics = {
         "held_out_accuracy": round(float(val_acc), 5),
         "held_out_n": len(x_val),
@@ -147,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_n": len(x_train),
         "train_seconds": round(train_seconds, 1),
     }
-    Path(f"{stem}.metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"saved {out} ({out.stat().st_size} bytes, {export.count_params()} params)")
+    save_demo_model(model, Path(args.out), metrics)
     return 0
 
 

@@ -14,7 +14,6 @@ learns the mark for circles: it still scores well on data like its training data
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -27,7 +26,13 @@ import tensorflow as tf
 from cnnvis_cli.demo.scenes import CLASS_NAMES
 from cnnvis_cli.demo.shortcut import SHORTCUT_CLASS, make_shortcut_dataset
 from cnnvis_cli.demo.train import DEFAULT_OUT as CLEAN_MODEL
-from cnnvis_cli.demo.train import INPUT_SIZE, VAL_SEED_OFFSET, build_model, tf_dataset
+from cnnvis_cli.demo.train import (
+    INPUT_SIZE,
+    VAL_SEED_OFFSET,
+    build_model,
+    save_demo_model,
+    tf_dataset,
+)
 
 DEFAULT_OUT = CLEAN_MODEL.with_name("shapes_shortcut.keras")
 
@@ -72,12 +77,6 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - began
     _, accuracy = model.evaluate(val_ds, verbose=0)
 
-    export = build_model()
-    export.set_weights(model.get_weights())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    export.save(args.out)
-    stem = args.out.with_suffix("")
-    Path(f"{stem}.classes.json").write_text(json.dumps(list(CLASS_NAMES)) + "\n")
     metrics = {
         "held_out_accuracy_on_shortcut_scenes": round(float(accuracy), 5),
         "held_out_n": len(x_val),
@@ -88,8 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         "train_n": len(x_train),
         "train_seconds": round(seconds, 1),
     }
-    Path(f"{stem}.metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print(f"held-out accuracy on shortcut scenes {accuracy:.4f}; saved {args.out}")
+    save_demo_model(model, args.out, metrics)
+    print(f"held-out accuracy on shortcut scenes {accuracy:.4f}")
     return 0
 
 
