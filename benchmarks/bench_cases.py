@@ -337,9 +337,9 @@ def occlusion_case(spec: ModelSpec, models: Models, settings: Settings) -> Resul
     forward(full_batch).numpy()  # trace
 
     chunks = math.ceil(positions / OCCLUSION_BATCH)
-    # forwards the method runs: every chunk is padded to the batch size, plus one padded
-    # batch of unoccluded copies that picks the target class
-    executed = chunks * OCCLUSION_BATCH + OCCLUSION_BATCH
+    # forwards the method runs: equal chunks of at most the batch size (Occlusion._image_drops),
+    # plus one pass of the lone unoccluded image that picks the target class
+    executed = chunks * math.ceil(positions / chunks) + 1
     # the limit runs as many bare batches as the method does, so both windows are equally long
     # and see the same share of any outside load
     calls = chunks + 1

@@ -144,7 +144,7 @@ def _print_tables(checks: list[Check], results: dict[str, Any], notes: list[str]
             "model",
             "patch/stride",
             "positions",
-            "chunks of 64",
+            "chunks (<= 64)",
             "forwards run",
             "useful share",
             "ratio / useful share",
