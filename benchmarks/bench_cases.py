@@ -91,7 +91,7 @@ class Models:
 
     def adapter(self, spec: ModelSpec) -> Any:
         if spec.key not in self._adapters:
-            from cnnvis_cli.model import load_model
+            from cnnvis_cli.core.loading import load_model
 
             self._adapters[spec.key] = load_model(spec.spec, weights="none")
         return self._adapters[spec.key]
@@ -107,7 +107,7 @@ def silent_reporter() -> tuple[Any, io.StringIO]:
     """A quiet ProgressReporter whose error lines go to a buffer."""
     from rich.console import Console
 
-    from cnnvis_cli.progress import ProgressReporter
+    from cnnvis_cli.output.progress import ProgressReporter
 
     buffer = io.StringIO()
     return ProgressReporter(Console(file=buffer, force_terminal=False), quiet=True), buffer
@@ -115,7 +115,7 @@ def silent_reporter() -> tuple[Any, io.StringIO]:
 
 def model_tensors(items: list[Any], adapter: Any) -> list[np.ndarray]:
     """Decoded, model-sized raw tensors of ``items``, as the runner would feed them."""
-    from cnnvis_cli.images import decode_image, to_model_tensor
+    from cnnvis_cli.core.decode import decode_image, to_model_tensor
 
     return [
         to_model_tensor(decode_image(item.path), adapter.input_size, adapter.channels)
@@ -125,11 +125,13 @@ def model_tensors(items: list[Any], adapter: Any) -> list[np.ndarray]:
 
 def timed_run_method(config: Any, adapter: Any, method: Any, items: list[Any]) -> CpuUsage:
     """One silent ``run_method`` over ``items``; raises if any input failed."""
-    from cnnvis_cli.runner import run_method
+    from cnnvis_cli.core.runner import run_method
+    from cnnvis_cli.output.summary import Summary
 
     reporter, buffer = silent_reporter()
+    summary = Summary(method=method.name, output_dir=config.out)
     with CpuMeter() as meter, reporter:
-        summary = run_method(config, adapter, method, items, reporter)
+        run_method(config, method, items, reporter, summary)
     if summary.failed:
         raise RuntimeError(f"{summary.failed} input(s) failed: {buffer.getvalue()[:400]}")
     return meter.usage
@@ -138,16 +140,18 @@ def timed_run_method(config: Any, adapter: Any, method: Any, items: list[Any]) -
 def warm_occlusion(method: Any, image: np.ndarray) -> float:
     """Trace an Occlusion method's compiled functions cheaply; returns the seconds it took.
 
-    The traced shapes do not depend on the stride (every chunk holds ``batch_size`` corners),
-    so one pass with a coarse stride traces exactly what the timed pass will use.
+    The traced shapes do not depend on the stride when every chunk holds ``--eval-batch``
+    corners, so one pass with a coarse stride traces what the timed pass will use.
     """
-    chosen = method.stride
-    method.stride = max(image.shape[1:3])
+    import dataclasses
+
+    chosen = method.options
+    method.options = dataclasses.replace(chosen, stride=max(image.shape[1:3]))
     start = time.perf_counter()
     try:
         method.explain(image)
     finally:
-        method.stride = chosen
+        method.options = chosen
     return time.perf_counter() - start
 
 
@@ -156,30 +160,25 @@ def warm_occlusion(method: Any, image: np.ndarray) -> float:
 
 def stage_breakdown(config: Any, adapter: Any, method: Any, items: list[Any]) -> dict[str, Any]:
     """Serial per-image milliseconds of the pipeline's non-model stages (main thread only)."""
-    from cnnvis_cli.images import decode_image, to_model_tensor
-    from cnnvis_cli.render import write_png
-    from cnnvis_cli.runner import OutputWriter
+    from cnnvis_cli.core.decode import decode_image, to_model_tensor
+    from cnnvis_cli.output.render import render_map, write_png
 
     explanations = method.explain(np.stack(model_tensors(items, adapter)))
     scratch = WORK / "out" / "stages"
     scratch.mkdir(parents=True, exist_ok=True)
-    writer = OutputWriter(config, method, set())
     stages = dict.fromkeys(("decode", "resize_to_model", "overlay", "png_encode_write"), 0.0)
-    try:
-        for index, (item, explanation) in enumerate(zip(items, explanations, strict=True)):
-            t0 = time.perf_counter()
-            original = decode_image(item.path)
-            t1 = time.perf_counter()
-            to_model_tensor(original, adapter.input_size, adapter.channels)
-            t2 = time.perf_counter()
-            _, picture = writer.picture(original, explanation.maps[0], method)
-            t3 = time.perf_counter()
-            write_png(scratch / f"stage_{index:03d}.png", picture)
-            t4 = time.perf_counter()
-            for key, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
-                stages[key] += seconds
-    finally:
-        writer.close()
+    for index, (item, explanation) in enumerate(zip(items, explanations, strict=True)):
+        t0 = time.perf_counter()
+        original = decode_image(item.path)
+        t1 = time.perf_counter()
+        to_model_tensor(original, adapter.input_size, adapter.channels)
+        t2 = time.perf_counter()
+        _, picture = render_map(original, explanation.maps[0], method.kind)
+        t3 = time.perf_counter()
+        write_png(scratch / f"stage_{index:03d}.png", picture)
+        t4 = time.perf_counter()
+        for key, seconds in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            stages[key] += seconds
     per_image = {f"{k}_ms": 1000 * v / len(items) for k, v in stages.items()}
     per_image["total_ms"] = sum(per_image.values())
     return per_image
@@ -187,8 +186,9 @@ def stage_breakdown(config: Any, adapter: Any, method: Any, items: list[Any]) ->
 
 def pipeline_case(spec: ModelSpec, models: Models, settings: Settings) -> Result:
     """End-to-end Grad-CAM images/s over the bare compiled forward+backward pass, same batches."""
-    from cnnvis_cli.images import discover
-    from cnnvis_cli.runner import RunConfig, build_method, prepare_output_dir
+    from cnnvis_cli.core.config import RunConfig
+    from cnnvis_cli.core.discover import discover
+    from cnnvis_cli.core.runner import build_method, prepare_output_dir
 
     folder = scenes(settings)
     adapter = models.adapter(spec)
@@ -196,14 +196,14 @@ def pipeline_case(spec: ModelSpec, models: Models, settings: Settings) -> Result
     shutil.rmtree(out, ignore_errors=True)
     config = RunConfig(
         method="gradcam",
-        inputs=[str(folder)],
+        images=[str(folder)],
         model=spec.spec,
         out=out,
         batch_size=BATCH,
         quiet=True,
     )
     prepare_output_dir(out)
-    items, _ = discover(config.inputs, out_dir=out)
+    items, _ = discover(config.images, out_dir=out)
     method = build_method(config, adapter)
     tensors = model_tensors(items, adapter)
     batches = [np.stack(tensors[i : i + BATCH]) for i in range(0, len(tensors), BATCH)]
@@ -299,10 +299,11 @@ def pick_stride(
 
 def occlusion_case(spec: ModelSpec, models: Models, settings: Settings) -> Result:
     """Occlusion positions/s on one image over bare forward passes/s at the same batch size."""
-    from cnnvis_cli._tf import tf_and_keras
-    from cnnvis_cli.images import discover
-    from cnnvis_cli.methods.occlusion import default_patch
-    from cnnvis_cli.runner import RunConfig, build_method
+    from cnnvis_cli.core.config import RunConfig
+    from cnnvis_cli.core.discover import discover
+    from cnnvis_cli.core.runner import build_method
+    from cnnvis_cli.core.tf import tf_and_keras
+    from cnnvis_cli.methods.occlusion import OcclusionOptions, default_patch
 
     tf, _ = tf_and_keras()
     adapter = models.adapter(spec)
@@ -316,11 +317,11 @@ def occlusion_case(spec: ModelSpec, models: Models, settings: Settings) -> Resul
     stride, positions = pick_stride(height, width, patch, wanted, OCCLUSION_BATCH)
     config = RunConfig(
         method="occlusion",
-        inputs=[],
+        images=[],
         model=spec.spec,
-        batch_size=OCCLUSION_BATCH,
+        eval_batch=OCCLUSION_BATCH,
         quiet=True,
-        method_options={"stride": stride},
+        method_options=OcclusionOptions(stride=stride),
     )
     method = build_method(config, adapter)
     items, _ = discover([str(scenes(settings))])
@@ -546,8 +547,9 @@ def memory_case(settings: Settings) -> Result:
 
 def methods_case(models: Models, settings: Settings) -> tuple[dict[str, Any], list[str]]:
     """Images/s of several methods on the demo model (or the small model), batch 16."""
-    from cnnvis_cli.images import discover
-    from cnnvis_cli.runner import RunConfig, build_method
+    from cnnvis_cli.core.config import RunConfig
+    from cnnvis_cli.core.discover import discover
+    from cnnvis_cli.core.runner import build_method
 
     notes = []
     demo = demo_model_path()
@@ -567,7 +569,7 @@ def methods_case(models: Models, settings: Settings) -> tuple[dict[str, Any], li
         shutil.rmtree(out, ignore_errors=True)
         config = RunConfig(
             method=name,
-            inputs=[str(folder)],
+            images=[str(folder)],
             model=spec.spec,
             out=out,
             batch_size=BATCH,

@@ -112,7 +112,7 @@ def small_model() -> Path:
     path = WORK / "small224.keras"
     if path.is_file():
         return path
-    from cnnvis_cli._tf import tf_and_keras
+    from cnnvis_cli.core.tf import tf_and_keras
 
     _, keras = tf_and_keras()
     keras.utils.set_random_seed(0)
@@ -132,7 +132,7 @@ def saved_application(key: str, spec: str) -> Path:
     path = WORK / f"{key}.keras"
     if path.is_file():
         return path
-    from cnnvis_cli.model import load_model
+    from cnnvis_cli.core.loading import load_model
 
     adapter = load_model(spec, weights="none")
     return _save(adapter.model, path)

@@ -30,21 +30,22 @@ def run(model: str, repeats: int) -> None:
     from bench_common import WORK
     from bench_data import ModelSpec
 
-    from cnnvis_cli.images import discover
-    from cnnvis_cli.runner import RunConfig, build_method
+    from cnnvis_cli.core.config import RunConfig
+    from cnnvis_cli.core.discover import discover
+    from cnnvis_cli.core.runner import build_method
 
     spec = ModelSpec("profile", model, model)
     adapter = cases.Models().adapter(spec)
     folder = cases.scenes(cases.FULL)
     config = RunConfig(
         method="gradcam",
-        inputs=[str(folder)],
+        images=[str(folder)],
         model=model,
         out=WORK / "out" / "profile",
         batch_size=cases.BATCH,
         quiet=True,
     )
-    items, _ = discover(config.inputs, out_dir=config.out)
+    items, _ = discover(config.images, out_dir=config.out)
     method = build_method(config, adapter)
     method.explain(np.stack(cases.model_tensors(items[: cases.BATCH], adapter)))
     start = time.perf_counter()

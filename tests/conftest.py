@@ -17,7 +17,7 @@ SAMPLES = REPO / "sample_images"
 
 @pytest.fixture(scope="session")
 def keras_mod():
-    from cnnvis_cli._tf import tf_and_keras
+    from cnnvis_cli.core.tf import tf_and_keras
 
     _, keras = tf_and_keras()
     keras.utils.set_random_seed(0)

@@ -18,9 +18,11 @@ import cv2
 import numpy as np
 import pytest
 
-from cnnvis_cli import images
+from cnnvis_cli.core import decode as images
+from cnnvis_cli.core import discover as discovery
+from cnnvis_cli.core.decode import decode_image
+from cnnvis_cli.core.discover import discover
 from cnnvis_cli.errors import InputError
-from cnnvis_cli.images import decode_image, discover
 from tests.conftest import invoke, random_rgb, write_image
 
 # 16 x 8 CMYK JPEG (Adobe APP14, inverted CMYK as Photoshop writes it): left half red, right
@@ -136,14 +138,14 @@ def test_unreadable_file(tmp_path):
 
 def test_unreadable_file_simulated(tmp_path, monkeypatch):
     path = write_image(tmp_path / "locked.png", random_rgb(8, 8))
-    real = Path.read_bytes
+    real = os.open
 
-    def read_bytes(self: Path) -> bytes:
-        if self.name == "locked.png":
-            raise PermissionError(13, "Permission denied", str(self))
-        return real(self)
+    def refusing_open(name, *args, **kwargs):
+        if str(name).endswith("locked.png"):
+            raise PermissionError(13, "Permission denied", str(name))
+        return real(name, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(os, "open", refusing_open)
     with pytest.raises(InputError, match=r"permission denied\); check its permissions"):
         decode_image(path)
 
@@ -345,8 +347,8 @@ def test_input_folder_inside_or_equal_to_the_output_folder(tmp_path):
     assert [i.path.name for i in items] == ["a.png"] and problems == []
     items, problems = discover([folder], out_dir=folder)
     assert items == []
-    assert problems == [(folder, images.OUTPUT_IS_INPUT)]
-    assert "choose another -o/--out" in images.OUTPUT_IS_INPUT
+    assert problems == [(folder, discovery.OUTPUT_IS_INPUT)]
+    assert "choose another -o/--out" in discovery.OUTPUT_IS_INPUT
 
 
 @pytest.mark.parametrize("where", ["an existing file", "a path under a file"])

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cnnvis_cli.core.adapter import ModelAdapter
 from cnnvis_cli.methods.gradcam import GradCAM
 from cnnvis_cli.methods.gradcam_pp import GradCAMPlusPlus
 from cnnvis_cli.methods.hirescam import HiResCAM
 from cnnvis_cli.methods.layercam import LayerCAM
-from cnnvis_cli.model import ModelAdapter
 from tests.conftest import build_cam_model
 
 
@@ -82,13 +82,13 @@ def images():
 def test_matches_formula_for_top_two_classes(keras_mod, two_conv_model, images, name, layer):
     cls, reference = METHODS[name]
     adapter = ModelAdapter(two_conv_model, preprocess="raw")
-    explanations = cls(adapter, layer=layer, top_k=2, batch_size=4).explain(images)
+    explanations = cls.create(adapter, layer=layer, top_k=2, batch_size=4).explain(images)
     order = np.argsort(-two_conv_model(images).numpy(), axis=1)[:, :2]
     for k in range(2):
         a, g = features_and_gradients(keras_mod, two_conv_model, layer, images, order[:, k])
         expected = _normalise(reference(a, g))
         got = np.stack([e.maps[k] for e in explanations])
-        assert [e.class_indices[k] for e in explanations] == list(order[:, k])
+        assert [e.targets[k] for e in explanations] == list(order[:, k])
         assert got.shape == expected.shape == (4, *a.shape[1:3])
         assert got.max() > 0.99  # a real, non-trivial map
         np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -97,23 +97,23 @@ def test_matches_formula_for_top_two_classes(keras_mod, two_conv_model, images, 
 def test_hirescam_equals_gradcam_with_uniform_gradients(cam_model, two_conv_model, images):
     """conv -> GAP -> dense: dy/dA = W / (h w) everywhere, so HiResCAM = Grad-CAM (= CAM)."""
     adapter = ModelAdapter(cam_model, preprocess="raw")
-    hires = HiResCAM(adapter, top_k=2, batch_size=4).explain(images)
-    grad = GradCAM(adapter, top_k=2, batch_size=4).explain(images)
+    hires = HiResCAM.create(adapter, top_k=2, batch_size=4).explain(images)
+    grad = GradCAM.create(adapter, top_k=2, batch_size=4).explain(images)
     for a, b in zip(hires, grad, strict=True):
-        assert a.class_indices == b.class_indices
+        assert a.targets == b.targets
         for k in range(2):
             np.testing.assert_allclose(a.maps[k], b.maps[k], atol=1e-5)
     # with a flatten -> dense head the gradients vary over positions, and the maps differ
     adapter = ModelAdapter(two_conv_model, preprocess="raw")
-    hires = HiResCAM(adapter, batch_size=4).explain(images)
-    grad = GradCAM(adapter, batch_size=4).explain(images)
+    hires = HiResCAM.create(adapter, batch_size=4).explain(images)
+    grad = GradCAM.create(adapter, batch_size=4).explain(images)
     assert max(np.abs(a.maps[0] - b.maps[0]).max() for a, b in zip(hires, grad, strict=True)) > 0.1
 
 
 def test_layercam_on_an_earlier_layer_keeps_its_resolution(two_conv_model, images):
     adapter = ModelAdapter(two_conv_model, preprocess="raw")
-    early = LayerCAM(adapter, layer="conv1", batch_size=4)
-    late = LayerCAM(adapter, batch_size=4)
+    early = LayerCAM.create(adapter, layer="conv1", batch_size=4)
+    late = LayerCAM.create(adapter, batch_size=4)
     assert (early.layer.path, late.layer.path) == ("conv1", "conv2")
     assert early.params()["layer"] == "conv1"
     assert early.explain(images)[0].maps[0].shape == (16, 20)
@@ -126,8 +126,8 @@ def test_zero_gradients_and_features_give_zero_maps_without_nan(keras_mod, name)
     kernel, bias = model.get_layer("head").get_weights()
     model.get_layer("head").set_weights([np.zeros_like(kernel), bias])  # dy/dA = 0
     images = np.ones((2, 16, 20, 3), np.float32)
-    explanations = METHODS[name][0](ModelAdapter(model, preprocess="raw"), batch_size=2).explain(
-        images
+    explanations = (
+        METHODS[name][0].create(ModelAdapter(model, preprocess="raw"), batch_size=2).explain(images)
     )
     for explanation in explanations:
         assert np.isfinite(explanation.maps[0]).all()
@@ -137,11 +137,13 @@ def test_zero_gradients_and_features_give_zero_maps_without_nan(keras_mod, name)
 @pytest.mark.parametrize("name", list(METHODS))
 def test_short_batch_is_padded_and_traced_once(two_conv_model, images, name):
     cls = METHODS[name][0]
-    method = cls(ModelAdapter(two_conv_model, preprocess="raw"), batch_size=3)
+    method = cls.create(ModelAdapter(two_conv_model, preprocess="raw"), batch_size=3)
     first = method.explain(images[:3])
     last = method.explain(images[3:])
     assert len(first) == 3 and len(last) == 1
-    assert method._compiled.experimental_get_tracing_count() == 1
-    alone = cls(ModelAdapter(two_conv_model, preprocess="raw"), batch_size=1).explain(images[3:])
+    assert set(method.trace_counts().values()) == {1}  # each function ran, traced once
+    alone = cls.create(ModelAdapter(two_conv_model, preprocess="raw"), batch_size=1).explain(
+        images[3:]
+    )
     np.testing.assert_allclose(last[0].maps[0], alone[0].maps[0], atol=1e-6)
-    assert (method.name, cls.signed) == (name, False)
+    assert (method.name, cls.kind) == (name, "heatmap")

@@ -8,7 +8,8 @@ from xml.etree import ElementTree
 import numpy as np
 import pytest
 
-from cnnvis_cli.check import Regions, energy_inside, heat_from_map, pointing_hit
+from cnnvis_cli.evaluation.check import Regions, energy_inside, pointing_hit
+from cnnvis_cli.methods.normalize import heat_from_map
 from tests.conftest import invoke, random_rgb, write_image
 
 

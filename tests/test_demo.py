@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
+from cnnvis_cli.core.loading import load_model
 from cnnvis_cli.demo.paths import DATA_DIR, demo_model_path, sample_images_dir
+from cnnvis_cli.evaluation.deletion_insertion import FaithfulnessMetrics
 from cnnvis_cli.methods.gradcam import GradCAM
-from cnnvis_cli.metrics import FaithfulnessMetrics
-from cnnvis_cli.model import load_model
-from cnnvis_cli.render import resize_map
+from cnnvis_cli.output.render import resize_map
 from tests.conftest import invoke
 
 SAMPLES = sample_images_dir()
@@ -50,7 +50,7 @@ def test_demo_model_classifies_the_samples(demo):
 def test_pointing_game_on_samples(demo):
     """The Grad-CAM maximum falls inside the object's box for >= 90 % of the samples."""
     adapter, labels, boxes = demo
-    method = GradCAM(adapter, batch_size=len(labels))
+    method = GradCAM.create(adapter, batch_size=len(labels))
     names = sorted(labels)
     originals, tensors = zip(*(_model_input(adapter, n) for n in names), strict=True)
     hits = 0
@@ -106,14 +106,14 @@ def test_gradcam_is_more_faithful_than_a_random_map(demo):
     """Deletion/insertion AUC: Grad-CAM beats a random map on average over the samples."""
     adapter, labels, _ = demo
     metrics = FaithfulnessMetrics(adapter, steps=16, batch_size=17)
-    method = GradCAM(adapter, batch_size=1)
+    method = GradCAM.create(adapter, batch_size=1)
     rng = np.random.default_rng(0)
     gains = []
     for name in sorted(labels):
         _, tensor = _model_input(adapter, name)
         explanation = method.explain(tensor[None])[0]
         saliency = resize_map(explanation.maps[0], *tensor.shape[:2])
-        cls = explanation.class_indices[0]
+        cls = explanation.targets[0]
         ours = metrics.evaluate(tensor, saliency, cls)
         random = metrics.evaluate(tensor, rng.random(saliency.shape).astype(np.float32), cls)
         gains.append(

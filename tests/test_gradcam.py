@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cnnvis_cli.core.adapter import ModelAdapter
 from cnnvis_cli.methods.gradcam import GradCAM
-from cnnvis_cli.model import ModelAdapter
 from tests.conftest import build_cam_model
 
 
@@ -33,9 +33,9 @@ def images():
 
 def test_gradcam_equals_cam_identity(keras_mod, cam_model, images):
     adapter = ModelAdapter(cam_model, preprocess="raw")
-    method = GradCAM(adapter, batch_size=4)
+    method = GradCAM.create(adapter, batch_size=4)
     explanations = method.explain(images)
-    classes = np.array([e.class_indices[0] for e in explanations])
+    classes = np.array([e.targets[0] for e in explanations])
     logits = cam_model(images).numpy()
     np.testing.assert_array_equal(classes, logits.argmax(axis=1))
     expected = cam_reference(keras_mod, cam_model, images, classes)
@@ -47,15 +47,15 @@ def test_gradcam_equals_cam_identity(keras_mod, cam_model, images):
 
 def test_fixed_class_and_top_k(keras_mod, cam_model, images):
     adapter = ModelAdapter(cam_model, preprocess="raw")
-    fixed = GradCAM(adapter, class_index=2, batch_size=4).explain(images)
-    assert all(e.class_indices == [2] for e in fixed)
+    fixed = GradCAM.create(adapter, class_index=2, batch_size=4).explain(images)
+    assert all(e.targets == [2] for e in fixed)
     expected = cam_reference(keras_mod, cam_model, images, np.full(4, 2))
     np.testing.assert_allclose(np.stack([e.maps[0] for e in fixed]), expected, atol=1e-5)
 
-    top = GradCAM(adapter, top_k=2, batch_size=4).explain(images)
+    top = GradCAM.create(adapter, top_k=2, batch_size=4).explain(images)
     order = np.argsort(-cam_model(images).numpy(), axis=1)[:, :2]
     for b, explanation in enumerate(top):
-        assert explanation.class_indices == list(order[b])
+        assert explanation.targets == list(order[b])
         for k in range(2):
             ref = cam_reference(keras_mod, cam_model, images[b : b + 1], order[b, k : k + 1])
             np.testing.assert_allclose(explanation.maps[k], ref[0], atol=1e-5)
@@ -81,17 +81,17 @@ def test_softmax_head_scores_the_logit(keras_mod, cam_model, images, head):
     dense.set_weights(cam_model.get_layer("head").get_weights())
     softmax_model = keras_mod.Model(inputs, outputs)
 
-    linear = GradCAM(ModelAdapter(cam_model, preprocess="raw"), batch_size=4).explain(images)
+    linear = GradCAM.create(ModelAdapter(cam_model, preprocess="raw"), batch_size=4).explain(images)
     adapter = ModelAdapter(softmax_model, preprocess="raw")
     assert adapter.head == "softmax"
-    soft = GradCAM(adapter, batch_size=4).explain(images)
+    soft = GradCAM.create(adapter, batch_size=4).explain(images)
     for a, b in zip(linear, soft, strict=True):
-        assert a.class_indices == b.class_indices
+        assert a.targets == b.targets
         np.testing.assert_allclose(a.maps[0], b.maps[0], atol=1e-5)
         # the reported score is the probability, not the logit
-        assert 0 < b.scores[0] < 1
+        assert 0 < b.outputs[0] < 1
     probs = softmax_model(images).numpy()
-    np.testing.assert_allclose([e.scores[0] for e in soft], probs.max(axis=1), rtol=1e-5)
+    np.testing.assert_allclose([e.outputs[0] for e in soft], probs.max(axis=1), rtol=1e-5)
 
 
 def test_zero_map_stays_zero_without_nan(keras_mod):
@@ -100,19 +100,23 @@ def test_zero_map_stays_zero_without_nan(keras_mod):
     kernel, bias = conv.get_weights()
     conv.set_weights([np.zeros_like(kernel), np.full_like(bias, -1.0)])  # ReLU -> all zeros
     images = np.ones((2, 16, 20, 3), np.float32)
-    explanations = GradCAM(ModelAdapter(model, preprocess="raw"), batch_size=2).explain(images)
+    explanations = GradCAM.create(ModelAdapter(model, preprocess="raw"), batch_size=2).explain(
+        images
+    )
     for explanation in explanations:
         assert np.isfinite(explanation.maps[0]).all()
         assert np.abs(explanation.maps[0]).max() == 0.0
 
 
 def test_short_batch_is_padded_and_traced_once(cam_model, images):
-    method = GradCAM(ModelAdapter(cam_model, preprocess="raw"), batch_size=3)
+    method = GradCAM.create(ModelAdapter(cam_model, preprocess="raw"), batch_size=3)
     first = method.explain(images[:3])
     last = method.explain(images[3:])  # one image, padded to 3
     assert len(first) == 3 and len(last) == 1
-    assert method._compiled.experimental_get_tracing_count() == 1
-    single = GradCAM(ModelAdapter(cam_model, preprocess="raw"), batch_size=1).explain(images[3:])
+    assert set(method.trace_counts().values()) == {1}  # each function ran, traced once
+    single = GradCAM.create(ModelAdapter(cam_model, preprocess="raw"), batch_size=1).explain(
+        images[3:]
+    )
     np.testing.assert_allclose(last[0].maps[0], single[0].maps[0], atol=1e-6)
 
 
@@ -131,12 +135,14 @@ def test_nested_model_gradients_flow_from_outer_output(keras_mod, cam_model, ima
     head.set_weights(cam_model.get_layer("head").get_weights())
     wrapper = keras_mod.Model(inputs, outputs)
     adapter = ModelAdapter(wrapper, preprocess="raw")
-    method = GradCAM(adapter, batch_size=4)
+    method = GradCAM.create(adapter, batch_size=4)
     assert method.layer.path.endswith("re_lu") or method.layer.class_name == "ReLU"
-    nested = GradCAM(adapter, layer="base/conv", batch_size=4)
+    nested = GradCAM.create(adapter, layer="base/conv", batch_size=4)
     assert nested.layer.path == "base/conv"
     got = method.explain(images)
-    expected = GradCAM(ModelAdapter(cam_model, preprocess="raw"), batch_size=4).explain(images)
+    expected = GradCAM.create(ModelAdapter(cam_model, preprocess="raw"), batch_size=4).explain(
+        images
+    )
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a.maps[0], b.maps[0], atol=1e-5)
 
@@ -151,16 +157,3 @@ def test_layer_errors_name_the_closest_layer(cam_model):
         adapter.resolve_layer("head")
     with pytest.raises(ModelError, match="out of range"):
         adapter.class_index("7")
-
-
-def test_eager_run_equals_the_compiled_one(cam_model, images):
-    """Single-batch runs skip tracing; the maps must not change."""
-    from cnnvis_cli.methods.guided import GuidedGradCAM
-
-    adapter = ModelAdapter(cam_model, preprocess="raw")
-    for cls in (GradCAM, GuidedGradCAM):
-        compiled = cls(adapter, batch_size=4, top_k=2).explain(images)
-        eager = cls(adapter, batch_size=4, top_k=2, eager=True).explain(images)
-        for a, b in zip(compiled, eager, strict=True):
-            assert a.class_indices == b.class_indices
-            np.testing.assert_allclose(a.maps[1], b.maps[1], atol=1e-6)

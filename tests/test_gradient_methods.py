@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cnnvis_cli.core.adapter import ModelAdapter
 from cnnvis_cli.methods.integrated_gradients import (
     IntegratedGradients,
     baseline_image,
@@ -12,7 +13,6 @@ from cnnvis_cli.methods.integrated_gradients import (
 )
 from cnnvis_cli.methods.saliency import Saliency
 from cnnvis_cli.methods.smoothgrad import SmoothGrad
-from cnnvis_cli.model import ModelAdapter
 
 SIZE = (12, 14)
 
@@ -66,11 +66,11 @@ def images():
 
 
 def test_saliency_is_max_abs_input_gradient(smooth_model, adapter, images):
-    explanations = Saliency(adapter, top_k=2, batch_size=3).explain(images)
+    explanations = Saliency.create(adapter, top_k=2, batch_size=3).explain(images)
     order = np.argsort(-smooth_model(images).numpy(), axis=1)[:, :2]
     for k in range(2):
         expected = _normalise(np.abs(logit_gradients(smooth_model, images, order[:, k])).max(-1))
-        assert [e.class_indices[k] for e in explanations] == list(order[:, k])
+        assert [e.targets[k] for e in explanations] == list(order[:, k])
         got = np.stack([e.maps[k] for e in explanations])
         assert got.shape == (3, *SIZE)
         np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -95,9 +95,10 @@ def smoothgrad_reference(model, images, classes, samples, noise, seed):
 
 
 def test_smoothgrad_equals_mean_of_per_sample_gradients(smooth_model, adapter, images):
-    method = SmoothGrad(adapter, samples=5, noise=0.1, seed=3, batch_size=4)
+    method = SmoothGrad.create(adapter, samples=5, noise=0.1, seed=3, eval_batch=4)
     fractions: list[float] = []
-    mean, targets, _ = method.mean_gradients(images[:2], fractions.append)
+    mean, chosen = method.mean_gradients(images[:2], fractions.append)
+    targets = chosen["targets"]
     classes = smooth_model(images[:2]).numpy().argmax(axis=1)
     np.testing.assert_array_equal(targets[:, 0], classes)
     expected = smoothgrad_reference(smooth_model, images[:2], classes, 5, 0.1, 3)
@@ -108,18 +109,22 @@ def test_smoothgrad_equals_mean_of_per_sample_gradients(smooth_model, adapter, i
     maps = np.stack([e.maps[0] for e in method.explain(images[:2])])
     np.testing.assert_allclose(maps, _normalise(np.abs(expected).max(-1)), atol=1e-5)
     # batching does not matter: the same image alone gives the same map
-    alone = SmoothGrad(adapter, samples=5, noise=0.1, seed=3, batch_size=3).explain(images[1:2])
+    alone = SmoothGrad.create(adapter, samples=5, noise=0.1, seed=3, eval_batch=3).explain(
+        images[1:2]
+    )
     np.testing.assert_allclose(alone[0].maps[0], maps[1], atol=1e-5)
-    other = SmoothGrad(adapter, samples=5, noise=0.1, seed=4, batch_size=4).explain(images[1:2])
+    other = SmoothGrad.create(adapter, samples=5, noise=0.1, seed=4, eval_batch=4).explain(
+        images[1:2]
+    )
     assert np.abs(other[0].maps[0] - maps[1]).max() > 1e-3
 
 
 def test_smoothgrad_without_noise_equals_saliency(adapter, images):
-    smooth = SmoothGrad(adapter, samples=1, noise=0.0, top_k=2, batch_size=4).explain(images)
-    plain = Saliency(adapter, top_k=2, batch_size=3).explain(images)
+    smooth = SmoothGrad.create(adapter, samples=1, noise=0.0, top_k=2, eval_batch=4).explain(images)
+    plain = Saliency.create(adapter, top_k=2, batch_size=3).explain(images)
     for a, b in zip(smooth, plain, strict=True):
-        assert a.class_indices == b.class_indices
-        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
+        assert a.targets == b.targets
+        np.testing.assert_allclose(a.outputs, b.outputs, rtol=1e-6)
         for k in range(2):
             np.testing.assert_allclose(a.maps[k], b.maps[k], atol=1e-5)
 
@@ -143,7 +148,7 @@ def test_trapezoid_weights():
 
 
 def test_ig_equals_trapezoid_loop_reference(smooth_model, adapter, images):
-    method = IntegratedGradients(adapter, steps=4, baseline="gray", top_k=2, batch_size=4)
+    method = IntegratedGradients.create(adapter, steps=4, baseline="gray", top_k=2, eval_batch=4)
     fractions: list[float] = []
     result = method.attribute(images[:2], fractions.append)  # 10 path points, chunks of 4
     assert fractions == pytest.approx([1 / 3, 2 / 3, 1.0])
@@ -160,7 +165,7 @@ def test_ig_equals_trapezoid_loop_reference(smooth_model, adapter, images):
     for b, explanation in enumerate(explanations):
         expected = _normalise(np.abs(result.attributions[b]).sum(-1))
         np.testing.assert_allclose(np.stack(explanation.maps), expected, atol=1e-5)
-        assert len(explanation.extras["completeness_gap"]) == 2
+        assert len(explanation.facts.completeness_gap) == 2
 
 
 @pytest.mark.parametrize("baseline", ["black", "blur"])
@@ -168,7 +173,7 @@ def test_ig_completeness_at_200_steps(smooth_model, adapter, images, baseline):
     if baseline == "blur":  # blurring white noise barely moves a GAP model: use structure
         checks = (np.indices(SIZE).sum(axis=0) // 2 % 2)[..., None] * np.array([220, 40, 160])
         images = np.stack([checks, 255 - checks, np.roll(checks, 1, axis=0)]).astype(np.float32)
-    method = IntegratedGradients(adapter, steps=200, baseline=baseline, batch_size=64)
+    method = IntegratedGradients.create(adapter, steps=200, baseline=baseline, eval_batch=64)
     result = method.attribute(images)
     logits = smooth_model(images).numpy()
     base_logits = smooth_model(result.baselines).numpy()
@@ -178,7 +183,7 @@ def test_ig_completeness_at_200_steps(smooth_model, adapter, images, baseline):
     sums = result.attributions[:, 0].sum(axis=(1, 2, 3))
     assert np.all(np.abs(delta) > 1e-4)  # well above float32 error of the logits
     np.testing.assert_allclose(sums, delta, rtol=0.01)
-    gaps = [e.extras["completeness_gap"][0] for e in method.explain(images)]
+    gaps = [e.facts.completeness_gap[0] for e in method.explain(images)]
     assert all(isinstance(gap, float) and gap < 0.01 for gap in gaps)
 
 
@@ -207,7 +212,7 @@ def test_ig_baselines(adapter, images):
     np.testing.assert_allclose(baseline_image(gray, "blur"), gray, atol=1e-4)
     assert baseline_image(gray, "blur").shape == (40, 60, 1)
     for name in ("black", "gray", "blur"):
-        method = IntegratedGradients(adapter, steps=2, baseline=name, batch_size=8)
+        method = IntegratedGradients.create(adapter, steps=2, baseline=name, eval_batch=8)
         result = method.attribute(images[:2])
         expected = np.stack([baseline_image(i, name) for i in images[:2]])
         np.testing.assert_array_equal(result.baselines, expected)
@@ -217,9 +222,9 @@ def test_ig_baselines(adapter, images):
             result.baseline_scores[:, 0], base[np.arange(2), result.targets[:, 0]], rtol=1e-5
         )
     with pytest.raises(ValueError, match="baseline"):
-        IntegratedGradients(adapter, baseline="purple")
+        IntegratedGradients.create(adapter, baseline="purple")
     with pytest.raises(ValueError, match="steps"):
-        IntegratedGradients(adapter, steps=0)
+        IntegratedGradients.create(adapter, steps=0)
 
 
 # -- tracing ------------------------------------------------------------------------------------
@@ -228,9 +233,9 @@ def test_ig_baselines(adapter, images):
 @pytest.mark.parametrize(
     "make",
     [
-        lambda a: Saliency(a, batch_size=3),
-        lambda a: SmoothGrad(a, samples=3, batch_size=4),
-        lambda a: IntegratedGradients(a, steps=3, batch_size=4),
+        lambda a: Saliency.create(a, batch_size=3),
+        lambda a: SmoothGrad.create(a, samples=3, eval_batch=4),
+        lambda a: IntegratedGradients.create(a, steps=3, eval_batch=4),
     ],
     ids=["saliency", "smoothgrad", "integrated-gradients"],
 )
@@ -239,8 +244,5 @@ def test_traced_once_across_batches(adapter, images, make):
     assert len(method.explain(images[:1])) == 1
     assert len(method.explain(images)) == 3
     assert len(method.explain(images[1:])) == 2
-    assert method._compiled.experimental_get_tracing_count() == 1
-    predict = getattr(method, "_predict", None)
-    # one trace for the lone image, one for padded batches
-    assert predict is None or predict.experimental_get_tracing_count() == 2
-    assert method.signed is False
+    assert set(method.trace_counts().values()) == {1}  # each function ran, traced once
+    assert method.kind == "heatmap"

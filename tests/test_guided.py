@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
+from cnnvis_cli.core.adapter import ModelAdapter, iter_layers
 from cnnvis_cli.methods.gradcam import GradCAM
 from cnnvis_cli.methods.guided import GuidedBackprop, GuidedGradCAM
-from cnnvis_cli.model import ModelAdapter, iter_layers
 
 # -- NumPy reference: forward from the weights, backward by hand with explicit masks ----------
 
@@ -113,7 +114,7 @@ def assert_close(got: np.ndarray, expected: np.ndarray, rtol: float = 1e-5) -> N
 
 def plain_gradient(model, images: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """Ordinary d output[b, classes[b]] / d images (linear-head models)."""
-    from cnnvis_cli._tf import tf_and_keras
+    from cnnvis_cli.core.tf import tf_and_keras
 
     tf, _ = tf_and_keras()
     x = tf.constant(images)
@@ -240,21 +241,23 @@ def test_guided_gradient_matches_numpy_reference(conv_net, preprocess):
     """Top-2 guided gradients of the logits, through a softmax head and the preprocessing."""
     images = uniform((4, 6, 7, 3), seed=1)
     raw = images * 255 if preprocess == "unit" else images
-    method = GuidedBackprop(ModelAdapter(conv_net, preprocess=preprocess), top_k=2, batch_size=4)
+    method = GuidedBackprop.create(
+        ModelAdapter(conv_net, preprocess=preprocess), top_k=2, batch_size=4
+    )
     explanations = method.explain(raw)
     ops = conv_net_ops(conv_net)
     probabilities = conv_net(images).numpy()
     order = np.argsort(-probabilities, axis=1)[:, :2]
     chain = 1 / 255 if preprocess == "unit" else 1.0  # d(raw / 255) / d raw
     for k in range(2):
-        classes = np.array([e.class_indices[k] for e in explanations])
+        classes = np.array([e.targets[k] for e in explanations])
         np.testing.assert_array_equal(classes, order[:, k])
         expected, _, _ = reference(ops, images, classes)
         got = guided_maps(explanations, k)
         assert got.shape == (4, 6, 7, 3) and got.dtype == np.float32
         assert_close(got, expected * chain)
         # forward values are the original model's
-        scores = np.array([e.scores[k] for e in explanations])
+        scores = np.array([e.outputs[k] for e in explanations])
         np.testing.assert_allclose(scores, probabilities[np.arange(4), classes], rtol=1e-6)
     plain, _, _ = reference(ops, images, order[:, 0], guided=False)
     assert not np.allclose(guided_maps(explanations) / chain, plain, atol=1e-4)
@@ -265,7 +268,9 @@ def test_guided_gradient_matches_numpy_reference(conv_net, preprocess):
 def test_relu6_and_threshold_are_gated(relu6_net):
     """No gradient where ReLU6's input is >= 6, or where a thresholded ReLU's is <= threshold."""
     images = uniform((4, 3, 3, 1), seed=2, high=4.0)
-    method = GuidedBackprop(ModelAdapter(relu6_net, preprocess="raw"), class_index=0, batch_size=4)
+    method = GuidedBackprop.create(
+        ModelAdapter(relu6_net, preprocess="raw"), class_index=0, batch_size=4
+    )
     got = guided_maps(method.explain(images))
     classes = np.full(4, 0)
     expected, logits, pre = reference(relu6_net_ops(relu6_net), images, classes)
@@ -287,9 +292,9 @@ def test_relu6_and_threshold_are_gated(relu6_net):
 
 def test_nested_model_is_guided(nested_net):
     images = uniform((4, 7, 7, 1), seed=3)
-    method = GuidedBackprop(ModelAdapter(nested_net, preprocess="raw"), batch_size=4)
+    method = GuidedBackprop.create(ModelAdapter(nested_net, preprocess="raw"), batch_size=4)
     explanations = method.explain(images)
-    classes = np.array([e.class_indices[0] for e in explanations])
+    classes = np.array([e.targets[0] for e in explanations])
     np.testing.assert_array_equal(classes, nested_net(images).numpy().argmax(axis=1))
     ops = nested_net_ops(nested_net)
     expected, _, _ = reference(ops, images, classes)
@@ -320,9 +325,9 @@ def test_user_model_is_left_untouched(keras_mod, builder):
 
     before = snapshot()
     adapter = ModelAdapter(model, preprocess="raw")
-    guided = guided_maps(GuidedBackprop(adapter, batch_size=4).explain(images))
+    guided = guided_maps(GuidedBackprop.create(adapter, batch_size=4).explain(images))
     if builder is build_nested_net:
-        GuidedGradCAM(adapter, batch_size=4).explain(images)
+        GuidedGradCAM.create(adapter, batch_size=4).explain(images)
     after = snapshot()
 
     for w_before, w_after in zip(before["weights"], after["weights"], strict=True):
@@ -350,25 +355,22 @@ def test_other_nonlinearities_are_reported_not_guided(keras_mod):
     expected = ["swish_conv", "leaky", "leaky_relu_layer", "prelu", "gelu_fc"]
 
     images = uniform((2, 6, 6, 3), seed=5, high=255.0)
-    method = GuidedBackprop(ModelAdapter(model, preprocess="unit"), batch_size=2)
+    method = GuidedBackprop.create(ModelAdapter(model, preprocess="unit"), batch_size=2)
     assert method.unguided_layers == expected
     assert method.params()["unguided_layers"] == expected
     explanations = method.explain(images)
     maps = guided_maps(explanations)
     assert maps.shape == (2, 6, 6, 3) and np.isfinite(maps).all()
     probabilities = model(images / 255).numpy()
-    scores = np.array([e.scores[0] for e in explanations])
+    scores = np.array([e.outputs[0] for e in explanations])
     np.testing.assert_allclose(scores, probabilities.max(axis=1), rtol=1e-6)
 
-    both = GuidedGradCAM(ModelAdapter(model, preprocess="unit"), batch_size=2)
+    both = GuidedGradCAM.create(ModelAdapter(model, preprocess="unit"), batch_size=2)
     assert both.params()["unguided_layers"] == expected
 
 
 @pytest.mark.parametrize("class_index", [None, 1])
 def test_guided_gradcam_is_guided_times_upsampled_gradcam(keras_mod, class_index):
-    from cnnvis_cli._tf import tf_and_keras
-
-    tf, _ = tf_and_keras()
     keras_mod.utils.set_random_seed(6)
     inputs = keras_mod.Input((8, 10, 3))
     x = keras_mod.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inputs)
@@ -382,31 +384,34 @@ def test_guided_gradcam_is_guided_times_upsampled_gradcam(keras_mod, class_index
     images = uniform((4, 8, 10, 3), seed=6)
     options = {"class_index": class_index, "top_k": 2, "batch_size": 4}
 
-    method = GuidedGradCAM(adapter, layer="conv2", **options)
+    method = GuidedGradCAM.create(adapter, layer="conv2", **options)
     assert method.params()["layer"] == "conv2"
     explanations = method.explain(images)
 
-    guided = GuidedBackprop(adapter, **options).explain(images)
-    cams, targets, _ = GradCAM(adapter, layer="conv2", **options).compute(images)
-    assert cams.shape[2:] == (4, 5)
-    upsampled = tf.image.resize(tf.transpose(cams, (0, 2, 3, 1)), (8, 10), method="bilinear")
-    upsampled = np.transpose(upsampled.numpy(), (0, 3, 1, 2))
+    guided = GuidedBackprop.create(adapter, **options).explain(images)
+    cams = GradCAM.create(adapter, layer="conv2", **options).explain(images)
+    assert cams[0].maps[0].shape == (4, 5)
     for b, explanation in enumerate(explanations):
-        assert explanation.class_indices == list(targets.numpy()[b])
-        assert explanation.class_indices == guided[b].class_indices
-        for k in range(len(explanation.class_indices)):
-            expected = guided[b].maps[k] * upsampled[b, k][..., None]
+        assert explanation.targets == cams[b].targets
+        assert explanation.targets == guided[b].targets
+        for k in range(len(explanation.targets)):
+            # an independent resize (OpenCV's, half-pixel centres) of the 4 x 5 Grad-CAM map
+            upsampled = cv2.resize(cams[b].maps[k], (10, 8), interpolation=cv2.INTER_LINEAR)
+            expected = guided[b].maps[k] * upsampled[..., None]
             assert explanation.maps[k].shape == (8, 10, 3)
             assert_close(explanation.maps[k], expected)
     if class_index is not None:
-        assert all(e.class_indices == [1] for e in explanations)
+        assert all(e.targets == [1] for e in explanations)
 
 
 def test_compiled_once_per_method(conv_net):
     adapter = ModelAdapter(conv_net, preprocess="raw")
     images = uniform((5, 6, 7, 3), seed=7)
-    for method in (GuidedBackprop(adapter, batch_size=3), GuidedGradCAM(adapter, batch_size=3)):
+    for method in (
+        GuidedBackprop.create(adapter, batch_size=3),
+        GuidedGradCAM.create(adapter, batch_size=3),
+    ):
         first = method.explain(images[:3])
         second = method.explain(images[3:])  # short batch: padded to batch_size
         assert len(first) == 3 and len(second) == 2
-        assert method._compiled.experimental_get_tracing_count() == 1
+        assert set(method.trace_counts().values()) == {1}  # each function ran, traced once

@@ -8,8 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
+from cnnvis_cli.core.decode import decode_image, to_model_tensor
+from cnnvis_cli.core.discover import discover
+from cnnvis_cli.core.source import ImageSource
 from cnnvis_cli.errors import InputError
-from cnnvis_cli.images import ImageSource, decode_image, discover, to_model_tensor
 from tests.conftest import random_rgb, write_image
 
 

@@ -8,8 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from cnnvis_cli.metrics import FaithfulnessMetrics, rank_map, step_counts, trapezoid_auc
-from cnnvis_cli.model import ModelAdapter
+from cnnvis_cli.core.adapter import ModelAdapter
+from cnnvis_cli.evaluation.deletion_insertion import (
+    FaithfulnessMetrics,
+    rank_map,
+    step_counts,
+    trapezoid_auc,
+)
 
 
 def build_conv_model(keras, size, channels: int = 3, classes: int = 3, seed: int = 0):
@@ -135,7 +140,7 @@ def test_traced_once_progress_and_selection(keras_mod):
         result = evaluator.evaluate(image, saliency, seed % 3, progress=fractions.append)
         assert set(result) == {"deletion_auc", "insertion_auc"}
         assert all(0.0 <= v <= 1.0 for v in result.values())
-    assert evaluator._step_outputs.experimental_get_tracing_count() == 1
+    assert evaluator.trace_counts() == {"step_outputs": 1}
     assert fractions == pytest.approx([(i + 1) / 6 for i in range(6)])
     assert all(a < b for a, b in itertools.pairwise(fractions))
 

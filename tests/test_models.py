@@ -8,9 +8,10 @@ import textwrap
 import numpy as np
 import pytest
 
+from cnnvis_cli.core.adapter import ModelAdapter
+from cnnvis_cli.core.loading import load_model
 from cnnvis_cli.errors import ModelError
 from cnnvis_cli.methods.gradcam import GradCAM
-from cnnvis_cli.model import ModelAdapter, load_model
 from tests.conftest import invoke, random_rgb, write_image
 
 GRADIENT_METHODS = ["gradcam", "guided", "guided-gradcam"]
@@ -105,24 +106,42 @@ def test_keras_application_families(name, preprocess):
     assert adapter.auto_layer().is_spatial
 
 
-def test_missing_imagenet_weights_explain_where_to_put_them(monkeypatch):
-    import cnnvis_cli.zoo as zoo
+def test_missing_imagenet_weights_never_touch_the_network(tmp_path, monkeypatch):
+    """An empty Keras cache: one line saying which file to put where, and no network call."""
+    import socket
 
-    def offline(*args, **kwargs):
-        raise Exception(
-            "URL fetch failure on https://example.invalid/x/mobilenet_v2_weights_tf_dim_"
-            "ordering_tf_kernels_1.0_224.h5: None -- [Errno -3] Temporary failure"
-        )
+    import cnnvis_cli.core.zoo as zoo
 
-    class FakeApplications:
-        MobileNetV2 = staticmethod(offline)
+    def no_network(*args, **kwargs):
+        raise AssertionError("cnnvis tried to open a network connection")
 
-    _, keras = zoo.tf_and_keras()
-    monkeypatch.setattr(keras, "applications", FakeApplications)
-    with pytest.raises(ModelError, match=r"put mobilenet_v2_weights_.*\.h5 in .*\.keras/models"):
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    with pytest.raises(ModelError) as caught:
         zoo.load_application("keras:MobileNetV2")
+    message = str(caught.value)
+    expected = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"
+    assert f"put {expected} in {tmp_path / 'keras-home' / 'models'}/" in message
+    assert "never downloads" in message
     with pytest.raises(ModelError, match="unknown Keras application"):
         zoo.load_application("keras:NotANet")
+
+
+def test_cached_weights_are_used(keras_mod, tmp_path, monkeypatch):
+    """A weights file in the cache is loaded without a download."""
+    import cnnvis_cli.core.zoo as zoo
+
+    cache = tmp_path / "keras-home" / "models"
+    cache.mkdir(parents=True)
+    model = keras_mod.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3), alpha=1.0)
+    name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5"
+    model.save(cache / name)  # the legacy HDF5 format the applications' weights files use
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    loaded, mode, names = zoo.load_application("keras:MobileNetV2")
+    assert mode == "symmetric" and len(names) == 1000
+    first = model.trainable_weights[0].numpy()
+    np.testing.assert_array_equal(loaded.trainable_weights[0].numpy(), first)
 
 
 def test_single_sigmoid_unit_scores_the_logit_both_ways(keras_mod, cam_model):
@@ -140,15 +159,15 @@ def test_single_sigmoid_unit_scores_the_logit_both_ways(keras_mod, cam_model):
     conv_output = cam_model.get_layer("conv").output
     features = keras_mod.Model(cam_model.inputs[0], conv_output)(images).numpy()
     for cls, sign in ((1, 1.0), (0, -1.0)):
-        got = GradCAM(adapter, class_index=cls, batch_size=3).explain(images)
+        got = GradCAM.create(adapter, class_index=cls, batch_size=3).explain(images)
         cam = np.maximum(np.einsum("bhwk,k->bhw", features, sign * kernel[:, 0]), 0)
         low, high = cam.min(axis=(1, 2), keepdims=True), cam.max(axis=(1, 2), keepdims=True)
         expected = (cam - low) / (high - low + 1e-8)
         np.testing.assert_allclose(np.stack([e.maps[0] for e in got]), expected, atol=5e-5)
         score = probability if cls == 1 else 1 - probability
-        np.testing.assert_allclose([e.scores[0] for e in got], score, rtol=1e-5)
-    top = GradCAM(adapter, batch_size=3).explain(images)
-    assert [e.class_indices[0] for e in top] == list((probability > 0.5).astype(int))
+        np.testing.assert_allclose([e.outputs[0] for e in got], score, rtol=1e-5)
+    top = GradCAM.create(adapter, batch_size=3).explain(images)
+    assert [e.targets[0] for e in top] == list((probability > 0.5).astype(int))
 
 
 def test_multi_output_model_picks_the_named_output(keras_mod, tmp_path, images):
@@ -205,7 +224,7 @@ def test_mixed_precision_model_gives_float32_maps(keras_mod, images):
     finally:
         keras_mod.mixed_precision.set_global_policy("float32")
     batch = np.random.default_rng(1).uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
-    for explanation in GradCAM(ModelAdapter(model), batch_size=2).explain(batch):
+    for explanation in GradCAM.create(ModelAdapter(model), batch_size=2).explain(batch):
         assert explanation.maps[0].dtype == np.float32
         assert np.isfinite(explanation.maps[0]).all() and explanation.maps[0].max() > 0
 
@@ -287,8 +306,10 @@ def test_legacy_h5_file_loads(keras_mod, cam_model, tmp_path):
     adapter = load_model(path, preprocess="raw")
     assert adapter.auto_layer().path == "conv"
     images = np.random.default_rng(3).uniform(0, 1, (2, 16, 20, 3)).astype(np.float32)
-    got = GradCAM(adapter, batch_size=2).explain(images)
-    expected = GradCAM(ModelAdapter(cam_model, preprocess="raw"), batch_size=2).explain(images)
+    got = GradCAM.create(adapter, batch_size=2).explain(images)
+    expected = GradCAM.create(ModelAdapter(cam_model, preprocess="raw"), batch_size=2).explain(
+        images
+    )
     np.testing.assert_allclose(got[0].maps[0], expected[0].maps[0], atol=1e-6)
 
 

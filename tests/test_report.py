@@ -8,7 +8,7 @@ from urllib.parse import unquote
 
 import numpy as np
 
-from cnnvis_cli.report import write_report
+from cnnvis_cli.output.report import write_report
 from tests.conftest import random_rgb, write_image
 
 

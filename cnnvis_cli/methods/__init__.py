@@ -1,22 +1,75 @@
-"""Registry of explanation methods: name -> class, imported lazily (methods import TensorFlow)."""
+"""Registry of explanation methods: name -> class and one-line summary.
+
+Method modules are imported lazily (they import NumPy and, when run, TensorFlow), so listing
+the commands in ``cnnvis --help`` stays instant. Adding a method is one file in this folder plus
+one line here.
+"""
 
 from __future__ import annotations
 
 import importlib
+from typing import NamedTuple
 
-_REGISTRY: dict[str, str] = {
-    "gradcam": "cnnvis_cli.methods.gradcam:GradCAM",
-    "occlusion": "cnnvis_cli.methods.occlusion:Occlusion",
-    "guided": "cnnvis_cli.methods.guided:GuidedBackprop",
-    "guided-gradcam": "cnnvis_cli.methods.guided:GuidedGradCAM",
-    "gradcam-pp": "cnnvis_cli.methods.gradcam_pp:GradCAMPlusPlus",
-    "hirescam": "cnnvis_cli.methods.hirescam:HiResCAM",
-    "layercam": "cnnvis_cli.methods.layercam:LayerCAM",
-    "saliency": "cnnvis_cli.methods.saliency:Saliency",
-    "smoothgrad": "cnnvis_cli.methods.smoothgrad:SmoothGrad",
-    "integrated-gradients": "cnnvis_cli.methods.integrated_gradients:IntegratedGradients",
-    "scorecam": "cnnvis_cli.methods.scorecam:ScoreCAM",
-    "compare": "cnnvis_cli.methods.compare:Compare",
+
+class Entry(NamedTuple):
+    target: str  # "module:Class"
+    summary: str  # one line for `cnnvis --help`
+
+
+_REGISTRY: dict[str, Entry] = {
+    "gradcam": Entry(
+        "cnnvis_cli.methods.gradcam:GradCAM",
+        "Grad-CAM heatmaps (Selvaraju et al., 2017): where the class evidence is.",
+    ),
+    "occlusion": Entry(
+        "cnnvis_cli.methods.occlusion:Occlusion",
+        "Occlusion sensitivity (Zeiler & Fergus, 2014): how much the class score drops when a "
+        "patch is hidden.",
+    ),
+    "guided": Entry(
+        "cnnvis_cli.methods.guided:GuidedBackprop",
+        "Guided back-propagation (Springenberg et al., 2015): pixel-level gradient detail.",
+    ),
+    "guided-gradcam": Entry(
+        "cnnvis_cli.methods.guided:GuidedGradCAM",
+        "Guided Grad-CAM (Selvaraju et al., 2017): guided back-propagation x Grad-CAM.",
+    ),
+    "gradcam-pp": Entry(
+        "cnnvis_cli.methods.gradcam_pp:GradCAMPlusPlus",
+        "Grad-CAM++ (Chattopadhay et al., 2018): better coverage when a class appears several "
+        "times.",
+    ),
+    "hirescam": Entry(
+        "cnnvis_cli.methods.hirescam:HiResCAM",
+        "HiResCAM (Draelos & Carin, 2020): gradient x activation, faithful for CAM-style models.",
+    ),
+    "layercam": Entry(
+        "cnnvis_cli.methods.layercam:LayerCAM",
+        "LayerCAM (Jiang et al., 2021): positive gradient x activation; good on early layers.",
+    ),
+    "saliency": Entry(
+        "cnnvis_cli.methods.saliency:Saliency",
+        "Vanilla gradient saliency (Simonyan et al., 2014): max |d score / d pixel| over channels.",
+    ),
+    "smoothgrad": Entry(
+        "cnnvis_cli.methods.smoothgrad:SmoothGrad",
+        "SmoothGrad (Smilkov et al., 2017): saliency averaged over noisy copies.",
+    ),
+    "integrated-gradients": Entry(
+        "cnnvis_cli.methods.integrated_gradients:IntegratedGradients",
+        "Integrated Gradients (Sundararajan et al., 2017): gradients integrated from a baseline; "
+        "reports the completeness gap.",
+    ),
+    "scorecam": Entry(
+        "cnnvis_cli.methods.scorecam:ScoreCAM",
+        "Score-CAM (Wang et al., 2020): channels weighted by the class score of the input masked "
+        "with them; gradient-free.",
+    ),
+    "compare": Entry(
+        "cnnvis_cli.methods.compare:Compare",
+        "One labelled panel per image: input | Grad-CAM | occlusion | guided Grad-CAM (or "
+        "--methods).",
+    ),
 }
 
 
@@ -25,7 +78,12 @@ def method_names() -> list[str]:
     return list(_REGISTRY)
 
 
+def method_summary(name: str) -> str:
+    """The one-line summary of a registered method."""
+    return _REGISTRY[name].summary
+
+
 def get_method(name: str) -> type:
     """The Method subclass registered under ``name``."""
-    module_name, _, class_name = _REGISTRY[name].partition(":")
+    module_name, _, class_name = _REGISTRY[name].target.partition(":")
     return getattr(importlib.import_module(module_name), class_name)

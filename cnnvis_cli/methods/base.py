@@ -1,180 +1,228 @@
-"""The small interface every explanation method implements.
+"""The interface every explanation method implements.
 
-A method is built once per run for a model (so its compiled function is traced once) and then
-called on fixed-size batches of raw 0..255 pixels. It returns one ``Explanation`` per image:
-the target classes, their scores and one map per target at the method's native resolution
-(the runner resizes maps to each input's own resolution).
+A method is built once per run for a model (so its compiled functions are traced once) from
+three typed pieces: its own frozen :class:`~cnnvis_cli.options.Options` (``options_type``), the
+:class:`~cnnvis_cli.core.targets.Targets` to explain and the
+:class:`~cnnvis_cli.core.batching.Batching` sizes. It is then called on batches of raw 0..255
+pixels and returns one :class:`Explanation` per image: the target classes, the model's outputs for
+them, one map per target at the method's native resolution (the pipeline resizes maps to each
+input's own resolution), the model's own top-1 prediction and any typed per-method figures
+(:class:`Facts`).
+
+Every computation runs inside a compiled function (``Method.compile``): gradients are only ever
+taken in traced functions that ask for input or feature gradients (see ``core/tracing.py``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from cnnvis_cli._tf import tf_and_keras
-from cnnvis_cli.model import ModelAdapter
+from cnnvis_cli.core.adapter import Forward, ModelAdapter
+from cnnvis_cli.core.batching import Batching, pad_rows
+from cnnvis_cli.core.targets import Targets, gather_targets, top1
+from cnnvis_cli.core.tracing import Compiled
+from cnnvis_cli.errors import ModelError
+from cnnvis_cli.options import Options
 
 ProgressCallback = Callable[[float], None]
 """Called with the fraction (0..1) of the current batch that is done."""
+
+MapKind = Literal["heatmap", "signed", "gradient"]
+"""``heatmap``: h x w in [0, 1]; ``signed``: h x w in [-1, 1] (drawn with a diverging colormap);
+``gradient``: signed, unnormalised h x w x c (drawn centred on grey)."""
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Typed per-image figures a method reports beside its maps (see subclasses)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One method's maps for one image, as a column of a ``compare`` panel."""
+
+    method: str
+    title: str
+    kind: MapKind
+    maps: list[np.ndarray]
 
 
 @dataclass
 class Explanation:
     """What a method found for one image."""
 
-    class_indices: list[int]
-    scores: list[float]  # the model's output for each target (a probability for softmax heads)
-    maps: list[np.ndarray]  # heatmaps h x w in [0, 1]; signed maps h x w x c
-    extras: dict[str, Any] = field(default_factory=dict)
-
-    def extras_for_summary(self) -> dict[str, Any]:
-        """The JSON-friendly extras (numbers, strings, lists of them) for the run summary."""
-        return {k: v for k, v in self.extras.items() if _json_friendly(v)}
-
-
-def _json_friendly(value: Any) -> bool:
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_json_friendly(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _json_friendly(v) for k, v in value.items())
-    return False
+    targets: list[int]  # explained class indices
+    outputs: list[float]  # the model's output for each target (a probability for softmax heads)
+    maps: list[np.ndarray]  # one map per target, of the method's ``kind``
+    kind: MapKind = "heatmap"
+    predicted: tuple[int, float] | None = None  # the model's own top-1 class and output
+    facts: Facts | None = None
+    panels: list[Panel] = field(default_factory=list)
 
 
 class Method(ABC):
-    """Base class: target selection, batch padding and the parameters shared by all methods.
-
-    Args:
-        adapter: the loaded model.
-        class_index: explain this class for every image; None explains each image's top-k.
-        top_k: number of best classes to explain per image when ``class_index`` is None.
-        batch_size: images (or occluded copies) per compiled call; short batches are padded
-            to this size so the compiled function is traced once.
-        eager: run the computation eagerly instead of tracing it; faster when the whole run is
-            one call (tracing costs more than it saves), e.g. a single image from a shell.
-    """
+    """Base class of every explanation method (one file each in ``cnnvis_cli/methods/``)."""
 
     name: ClassVar[str]
     title: ClassVar[str]
-    signed: ClassVar[bool] = False  # True: maps are signed h x w x c gradients, not heatmaps
+    options_type: ClassVar[type[Options]] = Options
+    kind: ClassVar[MapKind] = "heatmap"
     needs_gradients: ClassVar[bool] = True  # False: forward passes only (runs on SavedModels)
-    batch_counts_images: ClassVar[bool] = True  # False: batch_size counts copies of one image
 
     def __init__(
         self,
+        adapter: ModelAdapter,
+        options: Options | None = None,
+        *,
+        targets: Targets | None = None,
+        batching: Batching | None = None,
+    ) -> None:
+        self.options = options if options is not None else self.options_type()
+        if not isinstance(self.options, self.options_type):
+            raise TypeError(f"{self.name} takes {self.options_type.__name__}")
+        if adapter.forward_only and self.needs_gradients:
+            raise ModelError(
+                f"{adapter.source}: a SavedModel directory exposes forward passes only (no "
+                f"layers or gradients), so {self.name} cannot run on it; use `cnnvis occlusion`, "
+                "or load the .keras file the model was saved from"
+            )
+        self.adapter = adapter
+        self.targets = targets or Targets()
+        self.targets.check(adapter.num_classes)
+        self.batching = batching or Batching()
+        self.functions: list[Compiled] = []
+
+    @classmethod
+    def create(
+        cls,
         adapter: ModelAdapter,
         *,
         class_index: int | None = None,
         top_k: int = 1,
         batch_size: int = 16,
-        eager: bool = False,
-    ) -> None:
-        if top_k < 1:
-            raise ValueError("--top-k must be at least 1")
-        if class_index is None and top_k > adapter.num_classes:
-            raise ValueError(f"--top-k {top_k} exceeds the model's {adapter.num_classes} classes")
-        self.adapter = adapter
-        self.class_index = class_index
-        self.top_k = 1 if class_index is not None else top_k
-        self.batch_size = batch_size
-        self.eager = eager
-        self._predict: Any = None  # compiled on first use by predict_targets
+        eval_batch: int = 64,
+        **options: Any,
+    ) -> Method:
+        """Keyword shortcut: ``GradCAM.create(adapter, layer="conv", top_k=2, batch_size=4)``.
+
+        ``options`` are the fields of the method's ``options_type``; ``batch_size`` counts images
+        per call, ``eval_batch`` model evaluations per call (copies of one image).
+        """
+        targets = Targets(class_index, 1 if class_index is not None else top_k)
+        return cls(
+            adapter,
+            cls.options_type(**options),
+            targets=targets,
+            batching=Batching(batch_size, eval_batch),
+        )
+
+    @property
+    def top_k(self) -> int:
+        """K, the number of targets explained per image."""
+        return self.targets.count
+
+    def compile(self, function: Callable[..., Any]) -> Compiled:
+        """``function`` as a compiled function, traced once per input signature."""
+        compiled = Compiled(function)
+        self.functions.append(compiled)
+        return compiled
+
+    def trace_counts(self) -> dict[str, int]:
+        """How many times each compiled function of this method was traced (0: never run)."""
+        return {f.python_function.__name__.strip("_"): f.traces for f in self.functions}
 
     def params(self) -> dict[str, Any]:
-        """Parameters recorded in the run summary."""
-        return {"class_index": self.class_index, "top_k": self.top_k}
+        """What the summary records as the run's ``params``: the options plus resolved facts."""
+        return {
+            "class_index": self.targets.class_index,
+            "top_k": self.top_k,
+            **self.options.as_params(),
+        }
 
     def notes(self) -> list[str]:
         """Caveats worth telling the user once per run (e.g. layers a method cannot handle)."""
         return []
 
+    @abstractmethod
     def explain(
         self, images: np.ndarray, progress: ProgressCallback | None = None
     ) -> list[Explanation]:
-        """Explain a batch of raw images (N x h x w x c float32, N <= batch_size)."""
-        count = len(images)
-        if count == 0:
-            return []
-        if count < self.batch_size and self.adapter.input_size is not None:
-            pad = np.repeat(images[-1:], self.batch_size - count, axis=0)
-            images = np.concatenate([images, pad], axis=0)
-        return self._explain(images, progress)[:count]
+        """Explain a batch of raw images (N x h x w x c float32, N <= batching.images)."""
 
-    @abstractmethod
-    def _explain(self, images: np.ndarray, progress: ProgressCallback | None) -> list[Explanation]:
-        """Explain a full batch."""
+    # -- helpers for compiled functions ---------------------------------------------------------
 
-    def compile(self, function: Callable[..., Any]) -> Callable[..., Any]:
-        """``function`` as a ``tf.function`` (traced once per input shape), or as is if eager."""
-        tf, _ = tf_and_keras()
-        return function if self.eager else tf.function(function, reduce_retracing=True)
-
-    def predict_targets(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Targets (B, K) int32 and their outputs (B, K) for raw images, one forward pass each.
-
-        For methods that explain copies of an image (occlusion, SmoothGrad, ...): runs in padded
-        chunks of ``batch_size`` (a single image alone), so at most two shapes are traced.
-        """
-        if self._predict is None:
-            self._predict = self.compile(self._predict_fn)
-        count = len(images)
-        # a lone image (the usual shell call) costs one pass, not batch_size; other counts are
-        # padded to batch_size, so at most two shapes are ever traced
-        step = self.batch_size if count > 1 and self.adapter.input_size is not None else count
-        targets, outputs = [], []
-        for start in range(0, count, step):
-            chunk = images[start : start + step]
-            real = len(chunk)
-            if real < step:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - real, axis=0)])
-            chunk_targets, chunk_outputs = self._predict(chunk)
-            targets.append(chunk_targets.numpy()[:real])
-            outputs.append(chunk_outputs.numpy()[:real])
-        return np.concatenate(targets).astype(np.int32), np.concatenate(outputs)
-
-    def _predict_fn(self, raw: Any) -> tuple[Any, Any]:
-        outputs = self.adapter.forward(raw).outputs
-        targets = self.select_targets(outputs)
-        return targets, gather_targets(outputs, targets)
-
-    # -- helpers for compiled functions --------------------------------------------------------
-
-    def select_targets(self, outputs: Any) -> Any:
-        """(B, K) int32 target classes: the fixed class, or each image's top-k outputs."""
-        tf, _ = tf_and_keras()
-        if self.class_index is not None:
-            return tf.fill([tf.shape(outputs)[0], 1], tf.constant(self.class_index, tf.int32))
-        return tf.math.top_k(outputs, k=self.top_k).indices
-
-
-def gather_targets(values: Any, targets: Any) -> Any:
-    """values[b, targets[b, k]] for a (B, C) tensor and (B, K) indices -> (B, K)."""
-    tf, _ = tf_and_keras()
-    return tf.gather(values, targets, batch_dims=1)
-
-
-def normalize_maps(maps: Any) -> Any:
-    """Per-map min-max normalisation to [0, 1] over the spatial axes (1, 2), epsilon-safe."""
-    tf, _ = tf_and_keras()
-    low = tf.reduce_min(maps, axis=(1, 2), keepdims=True)
-    high = tf.reduce_max(maps, axis=(1, 2), keepdims=True)
-    return (maps - low) / (high - low + 1e-8)
+    def chosen(self, forward: Forward, targets: Any = None) -> dict[str, Any]:
+        """The targets (given, or selected from the outputs) and what the summary reports on
+        them: their outputs, and the model's own top-1 class and output."""
+        if targets is None:
+            targets = self.targets.select(forward.outputs)
+        predicted, predicted_output = top1(forward.outputs)
+        return {
+            "targets": targets,
+            "outputs": gather_targets(forward.outputs, targets),
+            "predicted": predicted,
+            "predicted_output": predicted_output,
+        }
 
 
 def explanations_from(
-    maps: np.ndarray, targets: np.ndarray, scores: np.ndarray
+    result: dict[str, Any], kind: MapKind, count: int | None = None, facts: Any = None
 ) -> list[Explanation]:
-    """Split (B, K, ...) maps and (B, K) targets/scores into per-image Explanations."""
+    """Per-image Explanations from a compiled result holding (B, K, ...) ``maps``, (B, K)
+    ``targets`` and ``outputs`` and (B,) ``predicted`` / ``predicted_output`` (arrays or
+    tensors); ``count`` keeps the first images only (the rest was padding)."""
+    values = {k: np.asarray(v) for k, v in result.items()}
+    count = len(values["targets"]) if count is None else count
     return [
         Explanation(
-            class_indices=[int(c) for c in targets[b]],
-            scores=[float(s) for s in scores[b]],
-            maps=[np.asarray(m, dtype=np.float32) for m in maps[b]],
+            targets=[int(c) for c in values["targets"][b]],
+            outputs=[float(s) for s in values["outputs"][b]],
+            maps=[np.asarray(m, dtype=np.float32) for m in values["maps"][b]],
+            kind=kind,
+            predicted=(int(values["predicted"][b]), float(values["predicted_output"][b])),
+            facts=facts[b] if facts is not None else None,
         )
-        for b in range(len(targets))
+        for b in range(count)
     ]
+
+
+class BatchMethod(Method):
+    """A method that explains a whole step of images in one compiled call of :meth:`compute`.
+
+    Short batches are padded (repeating the last image) to ``batching.images`` when the model's
+    input size is fixed, so ``compute`` is traced once.
+    """
+
+    def __init__(self, adapter: ModelAdapter, options: Options | None = None, **kwargs: Any):
+        super().__init__(adapter, options, **kwargs)
+        self._compiled = self.compile(self.compute)
+
+    @abstractmethod
+    def compute(self, raw: Any) -> dict[str, Any]:
+        """The compiled computation: a dict with ``maps`` (B, K, ...) and :meth:`chosen`'s keys."""
+
+    def finish(self, maps: np.ndarray) -> np.ndarray:
+        """Post-processing of the (B, K, ...) maps in NumPy (none by default)."""
+        return maps
+
+    def explain(
+        self, images: np.ndarray, progress: ProgressCallback | None = None
+    ) -> list[Explanation]:
+        count = len(images)
+        if count == 0:
+            return []
+        images = np.asarray(images, dtype=np.float32)
+        if self.adapter.input_size is not None:
+            images = pad_rows(images, self.batching.images)
+        result = {k: np.asarray(v) for k, v in self._compiled(images).items()}
+        result["maps"] = self.finish(result["maps"])
+        return explanations_from(result, self.kind, count)

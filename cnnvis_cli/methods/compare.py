@@ -2,65 +2,84 @@
 
 Methods disagree in instructive ways: Grad-CAM is coarse but class-discriminative, occlusion
 measures what the score actually depends on, guided Grad-CAM adds pixel-level detail. Seeing
-them next to each other is how people decide which to trust.
+them next to each other is how people decide which to trust. Each column method gets its own
+typed options (``cnnvis compare`` accepts the union of the chosen methods' options).
 """
 
 from __future__ import annotations
 
-import inspect
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from cnnvis_cli.methods.base import Explanation, Method, ProgressCallback
-from cnnvis_cli.model import ModelAdapter
+from cnnvis_cli.core.adapter import ModelAdapter
+from cnnvis_cli.methods.base import Explanation, Method, Panel, ProgressCallback
+from cnnvis_cli.options import Options, option
 
-DEFAULT_COLUMNS = ("gradcam", "occlusion", "guided-gradcam")
+DEFAULT_COLUMNS = "gradcam,occlusion,guided-gradcam"
 
 
-def accepted_options(cls: type, options: dict[str, Any]) -> dict[str, Any]:
-    """The subset of ``options`` that ``cls.__init__`` takes by name (None values dropped)."""
-    names = inspect.signature(cls.__init__).parameters
-    return {k: v for k, v in options.items() if k in names and v is not None}
+def split_methods(text: str) -> list[str]:
+    """``"a, b,c"`` -> ``["a", "b", "c"]``."""
+    return [name.strip() for name in str(text).split(",") if name.strip()]
+
+
+@dataclass(frozen=True)
+class CompareOptions(Options):
+    methods: str = option(
+        DEFAULT_COLUMNS,
+        "Comma-separated methods, one panel column each.",
+        metavar="METHOD,METHOD,...",
+    )
+
+    def __post_init__(self) -> None:
+        from cnnvis_cli.methods import method_names
+
+        chosen = split_methods(self.methods)
+        choices = [m for m in method_names() if m != "compare"]
+        unknown = [m for m in chosen if m not in choices]
+        if unknown or not chosen:
+            raise ValueError(
+                f"unknown method(s) {', '.join(unknown) or '(none)'} for compare; use "
+                f"{', '.join(choices)}"
+            )
+
+    @property
+    def names(self) -> list[str]:
+        return split_methods(self.methods)
+
+    def as_params(self) -> dict[str, Any]:
+        return {"methods": self.names}
 
 
 class Compare(Method):
-    """Run ``methods`` on each batch; explanations carry every method's maps as columns."""
+    """Run several methods on each batch; each explanation carries one panel per method."""
 
     name = "compare"
     title = "Compare"
-    batch_counts_images = False  # occlusion's batch counts occluded copies
+    options_type = CompareOptions
 
     def __init__(
         self,
         adapter: ModelAdapter,
+        options: CompareOptions | None = None,
         *,
-        methods: tuple[str, ...] | list[str] = DEFAULT_COLUMNS,
-        **options: Any,
+        column_options: dict[str, Options] | None = None,
+        **kwargs: Any,
     ) -> None:
-        from cnnvis_cli.methods import get_method, method_names
+        from cnnvis_cli.methods import get_method
 
-        base = {
-            k: options.pop(k)
-            for k in ("class_index", "top_k", "batch_size", "eager")
-            if k in options
-        }
-        super().__init__(adapter, **base)
-        unknown = [m for m in methods if m not in method_names() or m == self.name]
-        if unknown or not methods:
-            choices = ", ".join(m for m in method_names() if m != self.name)
-            raise ValueError(f"unknown method(s) {', '.join(unknown)} for compare; use {choices}")
-        self.columns: list[Method] = []
-        for method_name in methods:
-            cls = get_method(method_name)
-            self.columns.append(cls(adapter, **base, **accepted_options(cls, options)))
+        super().__init__(adapter, options, **kwargs)
+        column_options = column_options or {}
+        self.columns: list[Method] = [
+            get_method(name)(adapter, column_options.get(name), **kwargs)
+            for name in self.options.names
+        ]
+        self.needs_gradients = any(m.needs_gradients for m in self.columns)
 
     def params(self) -> dict[str, Any]:
-        return {
-            **super().params(),
-            "methods": [m.name for m in self.columns],
-            **{m.name: m.params() for m in self.columns},
-        }
+        return {**super().params(), **{m.name: m.params() for m in self.columns}}
 
     def notes(self) -> list[str]:
         return list(dict.fromkeys(note for m in self.columns for note in m.notes()))
@@ -68,10 +87,8 @@ class Compare(Method):
     def explain(
         self, images: np.ndarray, progress: ProgressCallback | None = None
     ) -> list[Explanation]:
-        """Each column method pads (or not) in its own way, so the batch is passed as is."""
-        return self._explain(images, progress) if len(images) else []
-
-    def _explain(self, images: np.ndarray, progress: ProgressCallback | None) -> list[Explanation]:
+        if len(images) == 0:
+            return []
         per_method = []
         share = 1.0 / len(self.columns)
         for i, method in enumerate(self.columns):
@@ -84,16 +101,19 @@ class Compare(Method):
             per_method.append(method.explain(images, scaled))
         combined = []
         for b, first in enumerate(per_method[0]):
-            columns = [
-                (method, results[b].maps)
+            panels = [
+                Panel(method.name, method.title, results[b].kind, results[b].maps)
                 for method, results in zip(self.columns, per_method, strict=True)
             ]
             combined.append(
                 Explanation(
-                    class_indices=first.class_indices,
-                    scores=first.scores,
+                    targets=first.targets,
+                    outputs=first.outputs,
                     maps=first.maps,
-                    extras={"columns": columns},
+                    kind=first.kind,
+                    predicted=first.predicted,
+                    facts=first.facts,
+                    panels=panels,
                 )
             )
         return combined

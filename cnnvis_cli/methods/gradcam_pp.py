@@ -11,7 +11,7 @@ derivatives of S are S g, S g^2 and S g^3, and S cancels in the closed-form pixe
     w_k        = sum_ij alpha_ij^k ReLU(S g_ij^k)  ~  sum_ij alpha_ij^k ReLU(g_ij^k)
     L^c        = ReLU( sum_k w_k A^k )
 
-The positive factor S only scales the map, which is min-max normalised like Grad-CAM's, so the
+The positive factor S only scales the map, which is min-max normalized like Grad-CAM's, so the
 standard form without S is used. No additive epsilon is put in the denominator: logit gradients
 are often 1e-3 or smaller, where an epsilon of 1e-6 would change alpha; a zero denominator gives
 alpha = 0 instead (``divide_no_nan``).
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnvis_cli._tf import tf_and_keras
-from cnnvis_cli.methods.gradcam import BaseCAM
+from cnnvis_cli.core.tf import tf_and_keras
+from cnnvis_cli.methods.cam import BaseCAM
 
 
 def gradcam_pp_maps(features: Any, gradients: Any) -> Any:
@@ -36,7 +36,7 @@ def gradcam_pp_maps(features: Any, gradients: Any) -> Any:
 
 
 class GradCAMPlusPlus(BaseCAM):
-    """Grad-CAM++ on one layer (``layer``: a path or name; None picks the last spatial layer)."""
+    """Grad-CAM++ on one layer."""
 
     name = "gradcam-pp"
     title = "Grad-CAM++"

@@ -35,18 +35,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from cnnvis_cli._tf import tf_and_keras
-from cnnvis_cli.methods.base import (
-    Explanation,
-    Method,
-    ProgressCallback,
-    explanations_from,
-    gather_targets,
-)
+from cnnvis_cli.core.adapter import LayerInfo, ModelAdapter
+from cnnvis_cli.core.tf import tf_and_keras
+from cnnvis_cli.methods.base import BatchMethod
+from cnnvis_cli.methods.cam import LayerOptions
 from cnnvis_cli.methods.gradcam import GradCAM
-from cnnvis_cli.model import LayerInfo, ModelAdapter
+from cnnvis_cli.methods.gradients import logit_gradients
+from cnnvis_cli.options import Options
 
 GUIDED_ACTIVATIONS: dict[str, float | None] = {"relu": None, "relu6": 6.0}  # name -> max value
 """Activation functions (by ``__name__``) that are guided, with their clipping value."""
@@ -195,19 +190,18 @@ class _GuidedReLUs:
         self._saved.clear()
 
 
-class GuidedBackprop(Method):
+class GuidedBackprop(BatchMethod):
     """Guided back-propagation: signed input gradients through guided ReLUs."""
 
     name = "guided"
     title = "Guided backprop"
-    signed = True
+    kind = "gradient"
 
-    def __init__(self, adapter: ModelAdapter, **kwargs: Any) -> None:
-        super().__init__(adapter, **kwargs)
+    def __init__(self, adapter: ModelAdapter, options: Options | None = None, **kwargs: Any):
         self._gates, self.unguided_layers = plan_guided_relus(
             adapter.all_layers, adapter.head_layer
         )
-        self._compiled = self.compile(self.compute)
+        super().__init__(adapter, options, **kwargs)
 
     def params(self) -> dict[str, Any]:
         return {**super().params(), "unguided_layers": list(self.unguided_layers)}
@@ -215,51 +209,37 @@ class GuidedBackprop(Method):
     def notes(self) -> list[str]:
         return unguided_note(self.unguided_layers)
 
-    def compute(self, raw: Any, targets: Any = None) -> tuple[Any, Any, Any]:
-        """Guided gradients (B, K, h, w, c), targets (B, K) and target outputs (B, K).
+    def guided_gradients(self, raw: Any, targets: Any = None) -> tuple[Any, dict[str, Any]]:
+        """Guided gradients (B, K, h, w, c) and the chosen targets; ``targets`` (B, K) fixes the
+        classes (guided Grad-CAM passes Grad-CAM's), None selects them from this pass."""
+        gradients, targets, forward = logit_gradients(
+            self.adapter,
+            raw,
+            (lambda f: self.targets.select(f.outputs)) if targets is None else (lambda _: targets),
+            self.top_k,
+            context=_GuidedReLUs(self._gates),
+        )
+        return gradients, self.chosen(forward, targets)
 
-        ``targets`` (B, K) fixes the classes (guided Grad-CAM passes Grad-CAM's); None selects
-        them from this forward pass.
-        """
-        tf, _ = tf_and_keras()
-        raw = tf.convert_to_tensor(raw, tf.float32)
-        with (
-            _GuidedReLUs(self._gates),
-            tf.GradientTape(persistent=self.top_k > 1) as tape,
-        ):
-            tape.watch(raw)
-            forward = self.adapter.forward(raw)
-            if targets is None:
-                targets = self.select_targets(forward.outputs)
-            target_scores = gather_targets(forward.scores, targets)
-            per_target = [target_scores[:, k] for k in range(self.top_k)]
-        gradients = []
-        for score in per_target:
-            gradient = tape.gradient(score, raw)
-            gradients.append(tf.zeros_like(raw) if gradient is None else gradient)
-        del tape
-        maps = tf.cast(tf.stack(gradients, axis=1), tf.float32)
-        return maps, targets, gather_targets(forward.outputs, targets)
-
-    def _explain(self, images: np.ndarray, progress: ProgressCallback | None) -> list[Explanation]:
-        maps, targets, scores = self._compiled(images)
-        return explanations_from(maps.numpy(), targets.numpy(), scores.numpy())
+    def compute(self, raw: Any) -> dict[str, Any]:
+        gradients, chosen = self.guided_gradients(raw)
+        return {"maps": gradients, **chosen}
 
 
-class GuidedGradCAM(Method):
+class GuidedGradCAM(BatchMethod):
     """Guided Grad-CAM: guided gradients weighted by the upsampled Grad-CAM map of ``layer``."""
 
     name = "guided-gradcam"
     title = "Guided Grad-CAM"
-    signed = True
+    kind = "gradient"
+    options_type = LayerOptions
 
-    def __init__(self, adapter: ModelAdapter, *, layer: str | None = None, **kwargs: Any) -> None:
-        super().__init__(adapter, **kwargs)
-        self.gradcam = GradCAM(adapter, layer=layer, **kwargs)
+    def __init__(self, adapter: ModelAdapter, options: LayerOptions | None = None, **kwargs: Any):
+        self.gradcam = GradCAM(adapter, options, **kwargs)
         self.guided = GuidedBackprop(adapter, **kwargs)
         self.layer = self.gradcam.layer
         self.unguided_layers = self.guided.unguided_layers
-        self._compiled = self.compile(self.compute)
+        super().__init__(adapter, options, **kwargs)
 
     def params(self) -> dict[str, Any]:
         return {
@@ -271,17 +251,13 @@ class GuidedGradCAM(Method):
     def notes(self) -> list[str]:
         return unguided_note(self.unguided_layers)
 
-    def compute(self, raw: Any) -> tuple[Any, Any, Any]:
-        """Guided Grad-CAM maps (B, K, h, w, c), targets (B, K) and target outputs (B, K)."""
+    def compute(self, raw: Any) -> dict[str, Any]:
+        """Guided Grad-CAM maps (B, K, h, w, c) and Grad-CAM's targets."""
         tf, _ = tf_and_keras()
         raw = tf.convert_to_tensor(raw, tf.float32)
-        cams, targets, outputs = self.gradcam.compute(raw)  # (B, K, h', w'), normal gradients
-        guided, _, _ = self.guided.compute(raw, targets)  # same classes
+        cam = self.gradcam.compute(raw)  # (B, K, h', w'), ordinary gradients
+        guided, _ = self.guided.guided_gradients(raw, cam["targets"])  # the same classes
         size = tf.shape(raw)[1:3]
-        cams = tf.image.resize(tf.transpose(cams, (0, 2, 3, 1)), size, method="bilinear")
+        cams = tf.image.resize(tf.transpose(cam["maps"], (0, 2, 3, 1)), size, method="bilinear")
         cams = tf.transpose(cams, (0, 3, 1, 2))[..., tf.newaxis]  # (B, K, h, w, 1)
-        return guided * tf.cast(cams, guided.dtype), targets, outputs
-
-    def _explain(self, images: np.ndarray, progress: ProgressCallback | None) -> list[Explanation]:
-        maps, targets, scores = self._compiled(images)
-        return explanations_from(maps.numpy(), targets.numpy(), scores.numpy())
+        return {**cam, "maps": guided * tf.cast(cams, guided.dtype)}

@@ -7,7 +7,7 @@ For feature maps A^k of a layer, the class score y^c (the logit) and g^k = dy^c/
 
     L^c = ReLU( sum_k g^k * A^k )          (* element-wise, per position ij)
 
-The map is min-max normalised to [0, 1] like Grad-CAM's. When the gradient is spatially uniform
+The map is min-max normalized to [0, 1] like Grad-CAM's. When the gradient is spatially uniform
 (``conv -> global average pooling -> dense``) HiResCAM equals Grad-CAM; when it is not (e.g. a
 flatten -> dense head) it shows the positions that actually raise the score.
 """
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnvis_cli._tf import tf_and_keras
-from cnnvis_cli.methods.gradcam import BaseCAM
+from cnnvis_cli.core.tf import tf_and_keras
+from cnnvis_cli.methods.cam import BaseCAM
 
 
 def hirescam_maps(features: Any, gradients: Any) -> Any:
@@ -27,7 +27,7 @@ def hirescam_maps(features: Any, gradients: Any) -> Any:
 
 
 class HiResCAM(BaseCAM):
-    """HiResCAM on one layer (``layer``: a path or name; None picks the last spatial layer)."""
+    """HiResCAM on one layer."""
 
     name = "hirescam"
     title = "HiResCAM"

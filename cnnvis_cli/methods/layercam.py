@@ -9,15 +9,15 @@ For feature maps A^k of a layer, the class score y^c (the logit) and g^k = dy^c/
 
 Each position is weighted by its own positive gradient, so the map stays meaningful on shallow
 layers (choose one with ``layer``) where Grad-CAM's averaged weights are noisy. The map is
-min-max normalised to [0, 1] at that layer's resolution.
+min-max normalized to [0, 1] at that layer's resolution.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from cnnvis_cli._tf import tf_and_keras
-from cnnvis_cli.methods.gradcam import BaseCAM
+from cnnvis_cli.core.tf import tf_and_keras
+from cnnvis_cli.methods.cam import BaseCAM
 
 
 def layercam_maps(features: Any, gradients: Any) -> Any:
@@ -27,7 +27,7 @@ def layercam_maps(features: Any, gradients: Any) -> Any:
 
 
 class LayerCAM(BaseCAM):
-    """LayerCAM on one layer (``layer``: a path or name; None picks the last spatial layer)."""
+    """LayerCAM on one layer."""
 
     name = "layercam"
     title = "LayerCAM"

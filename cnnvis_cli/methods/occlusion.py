@@ -16,14 +16,15 @@ model's preprocessing)::
 
 A positive ``D`` marks evidence for the class. The heatmap is ``max(D, 0) / (max D + eps)`` in
 [0, 1] — not min-max, so a region whose occlusion changes nothing stays exactly 0 — or, with
-``signed_map``, ``D / (max |D| + eps)`` in [-1, 1] (negative: hiding it *raises* the score).
+``--signed``, ``D / (max |D| + eps)`` in [-1, 1] (negative: hiding it *raises* the score).
 
 Baselines: ``mean`` (the image's per-channel mean, default), ``zero``, ``gray`` (127.5), ``blur``
 (a Gaussian blur of the image with sigma = p / 2, OpenCV ``GaussianBlur``, reflected borders),
 or a number on the raw 0..255 scale.
 
-The occluded copies are built inside one compiled function, ``batch_size`` corners at a time
-(the last chunk is padded so the function is traced once per input shape): the masks are
+The occluded copies are built inside one compiled function, ``--eval-batch`` corners at a time
+(``core.batching.chunks``: equal chunks, the last padded, so the function is traced once per input
+shape): the masks are
 broadcast comparisons of ``range(h)`` / ``range(w)`` with the corners, so memory does not grow
 with the number of positions. The drops fill a (rows x columns) grid of positions, turned into
 the per-pixel mean exactly by ``D = (R G C^T) / (R 1)(C 1)^T`` with the 0/1 cover matrices
@@ -33,21 +34,19 @@ the per-pixel mean exactly by ``D = (R G C^T) / (R 1)(C 1)^T`` with the 0/1 cove
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from cnnvis_cli._tf import tf_and_keras
+from cnnvis_cli.core.tf import tf_and_keras
 from cnnvis_cli.methods import baselines
-from cnnvis_cli.methods.base import (
-    Explanation,
-    Method,
-    ProgressCallback,
-)
-from cnnvis_cli.model import ModelAdapter
+from cnnvis_cli.methods.base import Explanation, Facts, ProgressCallback, explanations_from
+from cnnvis_cli.methods.copies import CopiesMethod
+from cnnvis_cli.methods.normalize import normalize_by_max
+from cnnvis_cli.options import Options, check_range, option
 
 BASELINES = ("mean", "zero", "gray", "blur")
-EPSILON = 1e-8
 
 
 def default_patch(height: int, width: int) -> int:
@@ -83,18 +82,46 @@ def average_drop_map(
     return np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
 
 
-def normalise_drop_map(drop_map: np.ndarray, *, signed: bool = False) -> np.ndarray:
-    """max(D, 0) / (max D + eps) in [0, 1], or D / (max |D| + eps) in [-1, 1] when signed."""
-    drop_map = np.asarray(drop_map, dtype=np.float64)
-    if signed:
-        return drop_map / (np.abs(drop_map).max() + EPSILON)
-    positive = np.maximum(drop_map, 0.0)
-    return positive / (positive.max() + EPSILON)
-
-
 def parse_baseline(baseline: str | float) -> str | float:
     """Occlusion's --baseline: mean, zero, gray, blur or a number on the 0..255 scale."""
     return baselines.parse_baseline(baseline, BASELINES, "occlusion")
+
+
+@dataclass(frozen=True)
+class OcclusionOptions(Options):
+    patch: int | None = option(
+        None,
+        "Occluding patch side in model-input pixels (default: 16 at 224x224, scaled to the "
+        "input size).",
+        metavar="N",
+        min=1,
+    )
+    stride: int | None = option(None, "Patch stride (default: patch/2).", metavar="N", min=1)
+    baseline: str = option(
+        "mean",
+        "Occluder: mean (image mean) | zero | gray (127.5) | blur | a value on the 0..255 scale.",
+        metavar="BASELINE",
+    )
+    signed: bool = option(
+        False,
+        "Keep negative values (patches whose removal raises the score), drawn with a diverging "
+        "colormap.",
+    )
+
+    def __post_init__(self) -> None:
+        check_range("--patch", self.patch, 1)
+        check_range("--stride", self.stride, 1)
+        object.__setattr__(self, "baseline", parse_baseline(self.baseline))
+
+
+@dataclass(frozen=True)
+class OcclusionFacts(Facts):
+    """The geometry used on one image and the largest raw drop per target."""
+
+    max_drop: list[float]
+    patch: int
+    stride: int
+    positions: int
 
 
 def baseline_image(image: np.ndarray, baseline: str | float, patch: int) -> np.ndarray:
@@ -102,55 +129,31 @@ def baseline_image(image: np.ndarray, baseline: str | float, patch: int) -> np.n
     return baselines.baseline_image(image, baseline, blur_sigma=patch / 2)
 
 
-class Occlusion(Method):
+class Occlusion(CopiesMethod):
     """Occlusion sensitivity with a sliding square patch (``patch``/``stride`` in input pixels).
 
-    Args:
-        patch: patch side; None: 16 at 224 x 224, scaled with the input size.
-        stride: step between patches; None: max(1, patch // 2).
-        baseline: ``mean``, ``zero``, ``gray``, ``blur`` or a raw pixel value.
-        signed_map: keep negative drops (maps in [-1, 1], rendered with a diverging colormap).
-        **kwargs: ``class_index``, ``top_k`` and ``batch_size`` (occluded copies per call).
+    Runs forward passes only (also on SavedModels); ``batching.evaluations`` occluded copies go
+    through the model per call.
     """
 
     name = "occlusion"
-    batch_counts_images = False
     title = "Occlusion"
-    signed = False
     needs_gradients = False
+    options_type = OcclusionOptions
 
-    def __init__(
-        self,
-        adapter: ModelAdapter,
-        *,
-        patch: int | None = None,
-        stride: int | None = None,
-        baseline: str | float = "mean",
-        signed_map: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(adapter, **kwargs)
-        if self.batch_size < 1:
-            raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
-        self.patch = None if patch is None else int(patch)
-        self.stride = None if stride is None else int(stride)
-        self.baseline = parse_baseline(baseline)
-        self.signed_map = bool(signed_map)
-        self.diverging = self.signed_map
-        if self.patch is not None and self.patch < 1:
-            raise ValueError(f"--patch must be at least 1 pixel, got {self.patch}")
-        if self.stride is not None and self.stride < 1:
-            raise ValueError(f"--stride must be at least 1 pixel, got {self.stride}")
+    def __init__(self, adapter: Any, options: OcclusionOptions | None = None, **kwargs: Any):
+        super().__init__(adapter, options, **kwargs)
+        self.kind = "signed" if self.options.signed else "heatmap"
         if adapter.input_size is not None:
-            self._geometry(*adapter.input_size)  # validate now, before any image is read
+            self.geometry(*adapter.input_size)  # validate now, before any image is read
         self._occluded_outputs = self.compile(self._occluded_fn)
 
     # -- configuration ------------------------------------------------------------------------
 
-    def _geometry(self, height: int, width: int) -> tuple[int, int]:
+    def geometry(self, height: int, width: int) -> tuple[int, int]:
         """(patch, stride) for an input of height x width; ValueError if they do not fit."""
-        patch = self.patch if self.patch is not None else default_patch(height, width)
-        stride = self.stride if self.stride is not None else max(1, patch // 2)
+        patch = self.options.patch or default_patch(height, width)
+        stride = self.options.stride or max(1, patch // 2)
         if patch > min(height, width):
             raise ValueError(
                 f"--patch {patch} is larger than the model input ({height}x{width}); "
@@ -160,23 +163,21 @@ class Occlusion(Method):
 
     def positions(self, height: int, width: int) -> int:
         """Number of patch positions on a height x width input."""
-        patch, stride = self._geometry(height, width)
+        patch, stride = self.geometry(height, width)
         ys, xs = patch_corners(height, patch, stride), patch_corners(width, patch, stride)
         return len(ys) * len(xs)
 
     def params(self) -> dict[str, Any]:
         size = self.adapter.input_size
-        patch, stride = self._geometry(*size) if size else (self.patch, self.stride)
+        patch, stride = self.geometry(*size) if size else (self.options.patch, self.options.stride)
         return {
             **super().params(),
             "patch": patch,
             "stride": stride,
-            "baseline": self.baseline,
-            "signed": self.signed_map,
             "positions": self.positions(*size) if size else None,
         }
 
-    # -- compiled functions -------------------------------------------------------------------
+    # -- compiled function ----------------------------------------------------------------------
 
     def _occluded_fn(
         self, image: Any, baseline: Any, corners: Any, patch: Any, targets: Any
@@ -203,65 +204,54 @@ class Occlusion(Method):
         # = image * (1 - mask) + baseline * mask for a 0/1 mask, exactly and without arithmetic
         occluded = tf.where(mask, tf.reshape(baseline, flat)[None], tf.reshape(image, flat)[None])
         occluded = tf.reshape(occluded, [-1, height, width, channels])
-        outputs = self.adapter.forward(occluded).outputs
-        return tf.gather(outputs, targets, axis=1)
+        return tf.gather(self.adapter.outputs(occluded), targets, axis=1)
 
     # -- computation ----------------------------------------------------------------------------
 
-    def explain(
-        self, images: np.ndarray, progress: ProgressCallback | None = None
-    ) -> list[Explanation]:
-        """Explain N raw images (N x h x w x c float32); short batches are not padded here, since
-        every image is occluded on its own (``batch_size`` counts occluded copies per call)."""
-        if len(images) == 0:
-            return []
-        return self._explain(np.asarray(images, dtype=np.float32), progress)
-
-    def _image_drops(
-        self,
-        image: np.ndarray,
-        targets: np.ndarray,
-        base: np.ndarray,
-        report: Any = None,
-    ) -> tuple[np.ndarray, dict[str, int]]:
+    def image_drops(
+        self, image: np.ndarray, targets: np.ndarray, base: np.ndarray, report: Any = None
+    ) -> tuple[np.ndarray, OcclusionFacts]:
         """Averaged drop maps (K, h, w) of one raw image for its targets (K,) / outputs (K,)."""
         tf, _ = tf_and_keras()
         height, width = image.shape[:2]
-        patch, stride = self._geometry(height, width)
+        patch, stride = self.geometry(height, width)
         ys, xs = patch_corners(height, patch, stride), patch_corners(width, patch, stride)
         total = len(ys) * len(xs)
-        # equal chunks of at most batch_size: the last one wastes < chunks forward passes
-        n = math.ceil(total / math.ceil(total / self.batch_size))
         image_t = tf.constant(image)
-        baseline_t = tf.constant(baseline_image(image, self.baseline, patch))
+        baseline_t = tf.constant(baseline_image(image, self.options.baseline, patch))
         patch_t = tf.constant(patch, tf.int32)
         targets_t = tf.constant(np.asarray(targets, dtype=np.int32))
         outputs = np.empty((total, len(targets)), dtype=np.float64)
-        chunks = math.ceil(total / n)
-        for chunk in range(chunks):
-            index = np.arange(chunk * n, (chunk + 1) * n) % total  # pad by wrapping around
+        for chunk in self.evaluation_chunks(total):
+            index = chunk.index
             corners = np.stack([ys[index // len(xs)], xs[index % len(xs)]], axis=1)
             result = self._occluded_outputs(
                 image_t, baseline_t, tf.constant(corners.astype(np.int32)), patch_t, targets_t
             ).numpy()
-            real = min(n, total - chunk * n)
-            outputs[chunk * n : chunk * n + real] = result[:real]
+            outputs[index[: chunk.real]] = result[: chunk.real]
             if report is not None:
-                report((chunk + 1) / chunks)
+                report(chunk.done)
         drops = np.asarray(base, dtype=np.float64)[None, :] - outputs
         drop_map = average_drop_map(
             drops.reshape(len(ys), len(xs), -1), ys, xs, patch, height, width
         )
-        return drop_map, {"patch": patch, "stride": stride, "positions": total}
+        facts = OcclusionFacts([float(m.max()) for m in drop_map], patch, stride, total)
+        return drop_map, facts
 
-    def _run(
-        self, images: np.ndarray, progress: ProgressCallback | None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict[str, int]]]:
-        """Raw averaged drop maps (B, K, h, w), targets (B, K), outputs (B, K), geometry."""
+    def drop_maps(self, images: np.ndarray) -> np.ndarray:
+        """Un-normalized averaged drop maps (B, K, h, w) float64 for raw images (B, h, w, c)."""
+        return np.stack(self._drops(images)[0])
+
+    def _drops(
+        self, images: np.ndarray, progress: ProgressCallback | None = None
+    ) -> tuple[list[np.ndarray], dict[str, np.ndarray], list[OcclusionFacts]]:
+        """Raw averaged drop maps (K, h, w) per image, the chosen targets and the facts."""
         images = np.asarray(images, dtype=np.float32)
         count = len(images)
-        targets, scores = self.predict_targets(images)
-        maps, geometry = [], []
+        chosen = self.predict_targets(images)
+        targets, outputs = chosen["targets"], chosen["outputs"]
+        maps: list[np.ndarray] = []
+        facts: list[OcclusionFacts] = []
         for b in range(count):
 
             def report(fraction: float, b: int = b) -> None:
@@ -270,33 +260,22 @@ class Occlusion(Method):
 
             repeat = b > 0 and np.array_equal(targets[b], targets[b - 1])
             if repeat and np.array_equal(images[b], images[b - 1]):
-                # a repeat (callers pad short batches with copies of the last image): same maps
+                # the same image twice in a row (e.g. a padded batch): the same maps
                 maps.append(maps[-1])
-                geometry.append(geometry[-1])
+                facts.append(facts[-1])
                 report(1.0)
                 continue
-            drop_map, info = self._image_drops(images[b], targets[b], scores[b], report)
+            drop_map, fact = self.image_drops(images[b], targets[b], outputs[b], report)
             maps.append(drop_map)
-            geometry.append(info)
-        return np.stack(maps), targets, scores, geometry
+            facts.append(fact)
+        return maps, chosen, facts
 
-    def drop_maps(self, images: np.ndarray) -> np.ndarray:
-        """Un-normalised averaged drop maps (B, K, h, w) float64 for raw images (B, h, w, c)."""
-        return self._run(images, None)[0]
-
-    def _explain(self, images: np.ndarray, progress: ProgressCallback | None) -> list[Explanation]:
-        drop_maps, targets, scores, geometry = self._run(images, progress)
-        explanations = []
-        for b, info in enumerate(geometry):
-            explanations.append(
-                Explanation(
-                    class_indices=[int(c) for c in targets[b]],
-                    scores=[float(s) for s in scores[b]],
-                    maps=[
-                        normalise_drop_map(m, signed=self.signed_map).astype(np.float32)
-                        for m in drop_maps[b]
-                    ],
-                    extras={"max_drop": [float(m.max()) for m in drop_maps[b]], **info},
-                )
-            )
-        return explanations
+    def explain(
+        self, images: np.ndarray, progress: ProgressCallback | None = None
+    ) -> list[Explanation]:
+        if len(images) == 0:
+            return []
+        maps, chosen, facts = self._drops(images, progress)
+        signed = self.options.signed
+        normalized = [np.stack([normalize_by_max(m, signed=signed) for m in drop]) for drop in maps]
+        return explanations_from({**chosen, "maps": normalized}, self.kind, facts=facts)

@@ -10,24 +10,46 @@ For the class score y^c (the logit) and raw pixels x (0..255, before preprocessi
     G^c      = 1/n * sum_s d y^c / d x  at  x + eps_s
     M^c_ij   = max_ch | G^c_ij,ch |                            (absolute value of the mean)
 
-The map is min-max normalised to [0, 1] (a heatmap). Taking |mean| (not the mean of |gradient|)
+The map is min-max normalized to [0, 1] (a heatmap). Taking |mean| (not the mean of |gradient|)
 follows the paper's main figures. The noise is deterministic: copy s uses
 ``tf.random.stateless_normal(shape, seed=[seed, s], alg="philox") * sigma`` (see
 ``sample_noise``), the same for every image, so results do not depend on batching. The noisy
-copies (of one or several images) are differentiated ``batch_size`` at a time.
+copies (of one or several images) are differentiated ``--eval-batch`` at a time.
+
+Convention: ``--noise`` is relative to the raw 0..255 range (sigma = noise x 255 on raw
+pixels, as in the paper's "noise level" sigma / (x_max - x_min)); Xplique's ``noise`` is an
+absolute std in the model's input space (after preprocessing). For [0, 1] (``unit``)
+preprocessing the two agree when Xplique's noise equals ours; for [-1, 1] it is twice ours.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from cnnvis_cli._tf import tf_and_keras
+from cnnvis_cli.core.tf import tf_and_keras
 from cnnvis_cli.methods.base import Explanation, ProgressCallback, explanations_from
-from cnnvis_cli.methods.saliency import SampledGradients, input_gradients, normalise_heatmaps
-from cnnvis_cli.model import ModelAdapter
+from cnnvis_cli.methods.copies import CopiesMethod
+from cnnvis_cli.methods.gradients import logit_gradients
+from cnnvis_cli.methods.normalize import normalize_minmax
+from cnnvis_cli.options import Options, check_range, option
+
+
+@dataclass(frozen=True)
+class SmoothGradOptions(Options):
+    samples: int = option(25, "Noisy copies per image.", metavar="N", min=1)
+    noise: float = option(
+        0.15, "Noise std as a fraction of the 0..255 input range (sigma = noise x 255).", min=0.0
+    )
+    seed: int = option(0, "Noise seed (results are reproducible).", metavar="N")
+
+    def __post_init__(self) -> None:
+        check_range("--samples", self.samples, 1)
+        if not math.isfinite(float(self.noise)) or self.noise < 0:
+            raise ValueError(f"--noise must be a finite number >= 0, got {self.noise}")
 
 
 def sample_noise(seed: int, samples: Any, shape: Any) -> Any:
@@ -42,67 +64,53 @@ def sample_noise(seed: int, samples: Any, shape: Any) -> Any:
     return tf.map_fn(one, tf.convert_to_tensor(samples), fn_output_signature=tf.float32)
 
 
-class SmoothGrad(SampledGradients):
+class SmoothGrad(CopiesMethod):
     """SmoothGrad with ``samples`` noisy copies, noise std ``noise`` x 255, seeded by ``seed``."""
 
     name = "smoothgrad"
-    batch_counts_images = False
     title = "SmoothGrad"
+    options_type = SmoothGradOptions
 
-    def __init__(
-        self,
-        adapter: ModelAdapter,
-        *,
-        samples: int = 25,
-        noise: float = 0.15,
-        seed: int = 0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(adapter, **kwargs)
-        if int(samples) < 1:
-            raise ValueError(f"--samples must be at least 1, got {samples}")
-        if not math.isfinite(float(noise)) or float(noise) < 0:
-            raise ValueError(f"--noise must be a finite number >= 0, got {noise}")
-        self.samples = int(samples)
-        self.noise = float(noise)
-        self.seed = int(seed)
-        self.sigma = 255.0 * self.noise
+    def __init__(self, adapter: Any, options: SmoothGradOptions | None = None, **kwargs: Any):
+        super().__init__(adapter, options, **kwargs)
+        self.sigma = 255.0 * self.options.noise
         self._compiled = self.compile(self._noisy_gradients)
 
     def params(self) -> dict[str, Any]:
-        return {
-            **super().params(),
-            "samples": self.samples,
-            "noise": self.noise,
-            "sigma": self.sigma,
-            "seed": self.seed,
-        }
+        return {**super().params(), "sigma": self.sigma}
 
     def _noisy_gradients(self, images: Any, samples: Any, targets: Any) -> Any:
         """Gradients (n, K, h, w, c) at images + noise of samples (n,), for targets (n, K)."""
         tf, _ = tf_and_keras()
-        noise = sample_noise(self.seed, samples, tf.shape(images)[1:]) * self.sigma
-        gradients, _, _ = input_gradients(
+        noise = sample_noise(self.options.seed, samples, tf.shape(images)[1:]) * self.sigma
+        gradients, _, _ = logit_gradients(
             self.adapter, images + noise, lambda _: targets, self.top_k
         )
         return gradients
 
     def mean_gradients(
         self, images: np.ndarray, progress: ProgressCallback | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Mean noisy gradients (B, K, h, w, c) float64, targets (B, K), target outputs (B, K)."""
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Mean noisy gradients (B, K, h, w, c) float64 and the chosen targets."""
         images = np.asarray(images, dtype=np.float32)
-        targets, outputs = self.predict_targets(images)
+        chosen = self.predict_targets(images)
+        targets = chosen["targets"]
+        samples = self.options.samples
         sums = np.zeros((len(images), self.top_k, *images.shape[1:]), dtype=np.float64)
-        for rows, real, done in self.chunks(len(images) * self.samples):
-            owner, sample = rows // self.samples, rows % self.samples
+        for chunk in self.evaluation_chunks(len(images) * samples):
+            owner, sample = chunk.index // samples, chunk.index % samples
             gradients = self._compiled(images[owner], sample.astype(np.int32), targets[owner])
+            real = chunk.real
             np.add.at(sums, owner[:real], gradients.numpy()[:real].astype(np.float64))
             if progress is not None:
-                progress(done)
-        return sums / self.samples, targets, outputs
+                progress(chunk.done)
+        return sums / samples, chosen
 
-    def _explain(self, images: np.ndarray, progress: ProgressCallback | None) -> list[Explanation]:
-        mean, targets, outputs = self.mean_gradients(images, progress)
-        maps = normalise_heatmaps(np.abs(mean).max(axis=-1))
-        return explanations_from(maps, targets, outputs)
+    def explain(
+        self, images: np.ndarray, progress: ProgressCallback | None = None
+    ) -> list[Explanation]:
+        if len(images) == 0:
+            return []
+        mean, chosen = self.mean_gradients(images, progress)
+        maps = normalize_minmax(np.abs(mean).max(axis=-1))
+        return explanations_from({**chosen, "maps": maps}, self.kind)

@@ -29,8 +29,15 @@ pixels go) and a *high* insertion AUC (it recovers as soon as they come back).
 
 The step images are built inside one compiled function, ``batch_size`` steps at a time, from the
 image, the start/end images and the rank map with the broadcast comparison ``rank < k`` — only one
-chunk of step images exists at any time. The last chunk is padded (by repeating ``k``), so the
-function is traced once per input shape.
+chunk of step images exists at any time. Chunks come from ``core.batching.chunks`` (equal sizes,
+the last padded by repeating its last ``k``), so the function is traced once per input shape.
+
+Conventions against Xplique's ``Deletion``/``Insertion``: Xplique removes ``steps`` equal
+fractions of the pixels ranked by the explanation and replaces them with a ``baseline_mode``
+value (0 by default) in model-input space, for both metrics, and integrates with the trapezoid
+rule over ``steps + 1`` points as here. cnnvis deletes to black *raw* pixels (0 before
+preprocessing) and inserts onto a blurred copy, as Petsiuk et al. do; the target's probability
+(the model output) is what is integrated.
 """
 
 from __future__ import annotations
@@ -41,9 +48,11 @@ from typing import Any
 
 import numpy as np
 
-from cnnvis_cli._tf import tf_and_keras
+from cnnvis_cli.core.adapter import ModelAdapter
+from cnnvis_cli.core.batching import chunk_size, chunks
+from cnnvis_cli.core.tf import tf_and_keras
+from cnnvis_cli.core.tracing import Compiled
 from cnnvis_cli.methods.baselines import gaussian_blur
-from cnnvis_cli.model import ModelAdapter
 
 METRICS = ("deletion", "insertion")
 DELETION_BASELINE = 0.0  # black, on the raw 0..255 scale
@@ -109,7 +118,6 @@ class FaithfulnessMetrics:
         batch_size: int = 16,
         return_curves: bool = False,
     ) -> None:
-        tf, _ = tf_and_keras()
         if isinstance(metrics, str):
             metrics = (metrics,)
         names = [str(m).strip().lower() for m in metrics]
@@ -128,8 +136,11 @@ class FaithfulnessMetrics:
         self.steps = int(steps)
         self.batch_size = int(batch_size)
         self.return_curves = bool(return_curves)
-        self._chunk = min(self.batch_size, self.steps + 1)  # fixed: one trace per input shape
-        self._step_outputs = tf.function(self._step_outputs_fn, reduce_retracing=True)
+        self._step_outputs = Compiled(self._step_outputs_fn)
+
+    def trace_counts(self) -> dict[str, int]:
+        """How many times the compiled step function was traced (once per input shape)."""
+        return {"step_outputs": self._step_outputs.traces}
 
     def params(self) -> dict[str, Any]:
         """Settings worth recording in a run summary."""
@@ -160,8 +171,7 @@ class FaithfulnessMetrics:
         mask = ranks_flat[None, :, :] < ks[:, None, None]  # (n, h, w c)
         images = tf.where(mask, tf.reshape(end, flat)[None], tf.reshape(start, flat)[None])
         images = tf.reshape(images, [-1, height, width, channels])
-        outputs = self.adapter.forward(images).outputs
-        return tf.gather(outputs, class_index, axis=1)
+        return tf.gather(self.adapter.outputs(images), class_index, axis=1)
 
     # -- evaluation -----------------------------------------------------------------------------
 
@@ -207,17 +217,11 @@ class FaithfulnessMetrics:
         report: Callable[[], None],
     ) -> np.ndarray:
         tf, _ = tf_and_keras()
-        total, n = len(ks), self._chunk
-        curve = np.empty(total, dtype=np.float64)
-        for begin in range(0, total, n):
-            chunk = ks[begin : begin + n]
-            real = len(chunk)
-            if real < n:  # pad by repeating the last k: same shapes, no retracing
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], n - real)])
-            result = self._step_outputs(
-                start, end, ranks, tf.constant(chunk.astype(np.int32)), class_index
-            ).numpy()
-            curve[begin : begin + real] = result[:real]
+        curve = np.empty(len(ks), dtype=np.float64)
+        for chunk in chunks(len(ks), self.batch_size):
+            steps = tf.constant(ks[chunk.index].astype(np.int32))
+            result = self._step_outputs(start, end, ranks, steps, class_index).numpy()
+            curve[chunk.index[: chunk.real]] = result[: chunk.real]
             report()
         return curve
 
@@ -248,7 +252,7 @@ class FaithfulnessMetrics:
         ranks = tf.constant(rank_map(saliency))
         target = tf.constant(int(class_index), tf.int32)
         image_t = tf.constant(image)
-        chunks_per_metric = math.ceil(len(ks) / self._chunk)
+        chunks_per_metric = math.ceil(len(ks) / chunk_size(len(ks), self.batch_size))
         total_chunks = chunks_per_metric * len(self.metrics)
         done = 0
 

@@ -1,22 +1,28 @@
 """``-m keras:NAME``: Keras applications with their own preprocessing and ImageNet class names.
 
-Weights come from the Keras cache (``~/.keras/models``), a file given with ``--weights PATH``, or
-``--weights none`` (random initialisation: useful for tests and for timing). Nothing is fetched
-when the cache is missing the file: the error says which file to put where.
+Weights come from the Keras cache (``$KERAS_HOME/models``, default ``~/.keras/models``), a file
+given with ``--weights PATH``, or ``--weights none`` (random initialisation: useful for tests and
+for timing). cnnvis never downloads: while an application is built, Keras' ``get_file`` is
+replaced by :func:`_cached_file`, which returns the cached file or raises an error saying which
+file to put where — no network call is ever made.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import re
+import os
+import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from cnnvis_cli._tf import quiet_native_stderr, tf_and_keras
+from cnnvis_cli.core.tf import quiet_native_stderr, tf_and_keras
 from cnnvis_cli.errors import ModelError
 
 PREFIX = "keras:"
-IMAGENET_CLASSES = Path(__file__).resolve().parent / "data" / "imagenet_classes.json"
+IMAGENET_CLASSES = Path(__file__).resolve().parents[1] / "data" / "imagenet_classes.json"
 
 
 @dataclass(frozen=True)
@@ -62,15 +68,48 @@ def imagenet_class_names() -> list[str] | None:
     return json.loads(IMAGENET_CLASSES.read_text(encoding="utf-8"))
 
 
-def _missing_weights_error(name: str, exc: Exception) -> ModelError:
-    found = re.search(r"https?://\S+?/([^/\s]+\.h5)", str(exc))
-    fname = found.group(1) if found else "the weights file"
-    cache = Path.home() / ".keras" / "models"
-    return ModelError(
-        f"keras:{name}: ImageNet weights are not in the Keras cache and could not be "
-        f"downloaded; put {fname} in {cache}/, or pass --weights PATH (or --weights none for "
-        "random weights)"
-    )
+class MissingWeights(Exception):
+    """The weights file an application needs is not in the Keras cache."""
+
+    def __init__(self, fname: str, folder: Path) -> None:
+        super().__init__(fname)
+        self.fname, self.folder = fname, folder
+
+
+def keras_cache_dir() -> Path:
+    """The folder Keras caches downloads in: ``$KERAS_HOME``, else ``~/.keras``."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
+
+
+def _cached_file(
+    fname: str | None = None,
+    origin: str | None = None,
+    *,
+    cache_subdir: str = "datasets",
+    cache_dir: str | None = None,
+    **_ignored: Any,
+) -> str:
+    """Keras' ``get_file`` without the download: the cached path, or MissingWeights."""
+    name = fname or os.path.basename(urllib.parse.urlsplit(origin or "").path)
+    folder = (Path(cache_dir).expanduser() if cache_dir else keras_cache_dir()) / cache_subdir
+    path = folder / name
+    if not path.is_file():
+        raise MissingWeights(name, folder)
+    return str(path)
+
+
+@contextlib.contextmanager
+def offline_get_file() -> Iterator[None]:
+    """Within the block, Keras' ``get_file`` only ever returns files already in its cache."""
+    from keras.src.utils import file_utils
+
+    _, keras = tf_and_keras()
+    saved = file_utils.get_file, keras.utils.get_file
+    file_utils.get_file = keras.utils.get_file = _cached_file
+    try:
+        yield
+    finally:
+        file_utils.get_file, keras.utils.get_file = saved
 
 
 def load_application(spec: str, weights: str = "imagenet") -> tuple[object, str, list[str]]:
@@ -91,10 +130,14 @@ def load_application(spec: str, weights: str = "imagenet") -> tuple[object, str,
             raise ModelError(f"weights file not found: {weights}")
         source = weights
     try:
-        with quiet_native_stderr():
+        with quiet_native_stderr(), offline_get_file():
             model = constructor(weights=source, input_shape=(app.size, app.size, 3))
-    except Exception as exc:  # Keras raises plain Exception on a failed download
-        if source == "imagenet" and ("fetch" in str(exc).lower() or "URL" in str(exc)):
-            raise _missing_weights_error(app.constructor, exc) from None
+    except MissingWeights as missing:
+        raise ModelError(
+            f"keras:{app.constructor}: ImageNet weights are not in the Keras cache and cnnvis "
+            f"never downloads; put {missing.fname} in {missing.folder}/, or pass --weights PATH "
+            "(or --weights none for random weights)"
+        ) from None
+    except Exception as exc:  # Keras raises many types for a bad weights file
         raise ModelError(f"keras:{app.constructor}: cannot build the model ({exc})") from None
     return model, app.preprocess, imagenet_class_names() or []

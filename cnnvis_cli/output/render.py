@@ -1,21 +1,19 @@
-"""Turn explanation maps into pictures, and write files atomically.
+"""Turn explanation maps into pictures.
 
-Heatmaps in [0, 1] are resized bilinearly to the input image's own resolution, coloured with an
-OpenCV colormap and alpha-blended over the image. Signed maps (guided back-propagation) are
-centred on grey and contrast-normalised. Every write goes to a temporary file in the target
-folder and is renamed into place, so an interrupted run never leaves a broken file.
+Heatmaps in [0, 1] are resized to the input image's own resolution (:func:`resize_map`: bilinear
+with half-pixel centres by default), coloured with an OpenCV colormap and alpha-blended over the
+image. Signed heatmaps in [-1, 1] use a blue-white-red diverging colormap. Gradient maps (guided
+back-propagation) are centred on grey and contrast-normalized.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from cnnvis_cli.output.files import atomic_write
 
 EPSILON = 1e-8
 
@@ -51,19 +49,36 @@ def colormap_code(name: str) -> int | np.ndarray:
         ) from None
 
 
-def normalize01(values: np.ndarray) -> np.ndarray:
-    """Min-max normalise to [0, 1]: (v - min) / (max - min + eps). A constant map becomes 0."""
-    values = values.astype(np.float32)
-    low = float(values.min())
-    return (values - low) / (float(values.max()) - low + EPSILON)
+UPSAMPLE_MODES = ("bilinear", "bicubic", "corners")
 
 
-def resize_map(values: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of an h x w (or h x w x c) float map to height x width."""
+def _align_corners(values: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize that maps corner pixel centres onto corner pixel centres (TF1's
+    ``align_corners=True``, tf-keras-vis' choice): x_in = x_out (w_in - 1) / (w_out - 1)."""
+    h_in, w_in = values.shape[:2]
+    ys = np.arange(height, dtype=np.float32) * ((h_in - 1) / max(height - 1, 1))
+    xs = np.arange(width, dtype=np.float32) * ((w_in - 1) / max(width - 1, 1))
+    map_x, map_y = np.meshgrid(xs, ys)
+    return cv2.remap(values, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def resize_map(values: np.ndarray, height: int, width: int, mode: str = "bilinear") -> np.ndarray:
+    """Resize an h x w (or h x w x c) float map to height x width.
+
+    ``bilinear``: half-pixel centres (OpenCV ``INTER_LINEAR``, = ``tf.image.resize`` bilinear
+    and PyTorch ``align_corners=False``); ``bicubic``: OpenCV ``INTER_CUBIC`` (Xplique's choice);
+    ``corners``: bilinear with aligned corners (tf-keras-vis).
+    """
     values = np.asarray(values, dtype=np.float32)
     if values.shape[:2] == (height, width):
         return values
-    resized = cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
+    if mode == "corners":
+        resized = _align_corners(values, height, width)
+    elif mode in ("bilinear", "bicubic"):
+        flag = cv2.INTER_LINEAR if mode == "bilinear" else cv2.INTER_CUBIC
+        resized = cv2.resize(values, (width, height), interpolation=flag)
+    else:
+        raise ValueError(f"unknown --upsample {mode!r}; use {', '.join(UPSAMPLE_MODES)}")
     if values.ndim == 3 and resized.ndim == 2:  # cv2 drops a single channel axis
         resized = resized[:, :, None]
     return resized
@@ -102,17 +117,29 @@ def signed_to_image(gradient: np.ndarray, *, spread: float = 0.15) -> np.ndarray
     return image
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+def render_map(
+    original: np.ndarray,
+    native: np.ndarray,
+    kind: str,
+    *,
+    alpha: float = 0.4,
+    colormap: str = "jet",
+    upsample: str = "bilinear",
+) -> tuple[np.ndarray, np.ndarray]:
+    """The map at the image's own resolution (what ``--save-raw`` writes), and its picture.
+
+    ``kind``: ``heatmap`` (in [0, 1], overlaid with ``colormap``), ``signed`` (in [-1, 1],
+    overlaid with the diverging colormap) or ``gradient`` (signed h x w x c, centred on grey).
+    """
+    height, width = original.shape[:2]
+    full = resize_map(native, height, width, upsample)
+    if kind == "gradient":
+        return full, signed_to_image(full)
+    if kind == "signed":
+        full = np.clip(full, -1.0, 1.0)
+        return full, overlay(original, (full + 1.0) / 2.0, alpha=alpha, colormap=DIVERGING)
+    full = np.clip(full, 0.0, 1.0)
+    return full, overlay(original, full, alpha=alpha, colormap=colormap)
 
 
 def write_png(path: Path, image_rgb: np.ndarray) -> None:
@@ -120,19 +147,7 @@ def write_png(path: Path, image_rgb: np.ndarray) -> None:
     ok, encoded = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"PNG encoding failed for {path}")
-    _atomic_write(path, encoded.tobytes())
-
-
-def write_npy(path: Path, array: np.ndarray) -> None:
-    """Write a float32 array as .npy atomically."""
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array, dtype=np.float32))
-    _atomic_write(path, buffer.getvalue())
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write UTF-8 text atomically."""
-    _atomic_write(path, text.encode("utf-8"))
+    atomic_write(path, encoded.tobytes())
 
 
 def _label(width: int, text: str, height: int = 28, scale: float = 0.55) -> np.ndarray:

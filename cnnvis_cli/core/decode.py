@@ -1,39 +1,37 @@
-"""Find input images, decode them, and stream model-ready batches.
+"""Decode an image file into RGB pixels, refusing bad files with one clear reason.
 
 Decoding reads the file's bytes and calls ``cv2.imdecode``, so unicode paths and spaces work.
-Every image becomes RGB (or grayscale for a 1-channel model) on a 0..255 float scale:
-16-bit images are divided by 257, alpha is composited over white, palette and CMYK files are
-converted by OpenCV, and JPEG EXIF orientation is honoured.
+Every image becomes RGB on a 0..255 scale: 16-bit images are divided by 257, alpha is
+composited over white, palette and CMYK files are converted by OpenCV, JPEG EXIF orientation is
+honoured, and float images are rescaled (with a note) rather than clipped.
 
 Bad files are refused with an ``InputError`` naming the problem, before a decoder sees them
-where the bytes allow: unknown content, truncated or damaged PNG/JPEG structure, and images
-over the pixel limit (the size is read from the PNG, JPEG, BMP, TIFF or WebP header). OpenCV's
-own log lines are switched off (set ``OPENCV_LOG_LEVEL`` to see them), so a bad file prints
-one line of ours rather than decoder noise.
+where the bytes allow: not a regular file, over the size cap, unknown content, truncated or
+damaged PNG/JPEG structure, and images over the pixel limit (the size is read from the PNG, JPEG,
+BMP, TIFF or WebP header). OpenCV's own log lines are switched off (set ``OPENCV_LOG_LEVEL`` to
+see them), so a bad file prints one line of ours rather than decoder noise.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import zlib
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from cnnvis_cli.errors import CnnvisError, InputError
+from cnnvis_cli.core.discover import BROKEN_LINK, LINK_LOOP, file_problem
+from cnnvis_cli.errors import InputError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_FILE_SIZE = 512 * 2**20  # bytes read from one input file at most
 DEFAULT_MAX_SIDE = 1024  # long side of an image fed to a dynamic-size model
-OUTPUT_IS_INPUT = (
-    "is also the output folder, so outputs would be read back as inputs; choose another -o/--out"
-)
-BROKEN_LINK = "broken symbolic link (its target does not exist); fix or remove the link"
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SOS, EOI = 0xDA, 0xD9  # JPEG start-of-scan and end-of-image markers
@@ -54,132 +52,31 @@ def _silence_opencv() -> None:
 _silence_opencv()
 
 
-@dataclass(frozen=True)
-class InputItem:
-    """One input file and where its outputs go, relative to the output folder."""
-
-    path: Path
-    rel_dir: Path  # sub-folder mirrored under the output folder
-    out_stem: str  # unique within rel_dir
-
-
 @dataclass
-class LoadedImage:
-    """A decoded input: the original (for overlays) and its model-sized raw tensor."""
+class Decoded:
+    """A decoded image and what the user should know about how it was read."""
 
-    item: InputItem
-    original: np.ndarray  # H x W x 3 uint8 RGB, the image's own resolution
-    tensor: np.ndarray  # h x w x c float32, raw 0..255, resized to the model input
-
-
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
+    rgb: np.ndarray  # H x W x 3 uint8
+    notes: list[str] = field(default_factory=list)
 
 
-def _inside(path: Path, folder: Path | None) -> bool:
-    if folder is None:
-        return False
-    try:
-        path.resolve().relative_to(folder)
-    except (ValueError, OSError, RuntimeError):
-        return False
-    return True
+def decode_image(
+    path: Path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE,
+) -> np.ndarray:
+    """Decode an image file to H x W x 3 uint8 RGB. Raises InputError with a clear reason."""
+    return decode_bytes(read_bytes(path, max_file_size), max_pixels=max_pixels).rgb
 
 
-def _walk(root: Path, recursive: bool, skip: Path | None) -> Iterator[Path]:
-    """Image files under ``root`` in sorted order; follows symlinks but never loops."""
-    seen: set[Path] = set()
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        here = Path(dirpath)
-        real = here.resolve()
-        if real in seen or _inside(here, skip):
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(dirnames) if recursive else []
-        for name in sorted(filenames):
-            path = here / name
-            if _is_image(path):
-                yield path
-
-
-def discover(
-    paths: Iterable[str | Path], *, recursive: bool = False, out_dir: Path | None = None
-) -> tuple[list[InputItem], list[tuple[Path, str]]]:
-    """Expand files and folders into input items with collision-free output names.
-
-    Returns ``(items, problems)``; a problem is a path that does not exist or is unsupported.
-    A folder's sub-folders are mirrored under the output folder; an output folder inside an
-    input folder is never searched, so a run never re-reads its own outputs, and an input folder
-    that is the output folder itself is refused.
-    """
-    skip = out_dir.resolve() if out_dir is not None else None
-    found: list[tuple[Path, Path]] = []  # (path, rel_dir)
-    problems: list[tuple[Path, str]] = []
-    for raw in paths:
-        root = Path(raw)
-        if root.is_dir():
-            if skip is not None and root.resolve() == skip:
-                problems.append((root, OUTPUT_IS_INPUT))
-                continue
-            prune = None if _inside(root, skip) else skip  # e.g. `images -o .`: search it all
-            found.extend((p, p.parent.relative_to(root)) for p in _walk(root, recursive, prune))
-        elif root.is_file() or root.is_symlink():
-            if not root.exists():
-                problems.append((root, BROKEN_LINK))
-            elif not _is_image(root):
-                problems.append(
-                    (
-                        root,
-                        f"unsupported file type {root.suffix or '(none)'!r}; "
-                        f"supported: {', '.join(IMAGE_SUFFIXES)}",
-                    )
-                )
-            else:
-                found.append((root, Path()))
-        else:
-            problems.append((root, "no such file or folder; check the path"))
-    return _name_outputs(found), problems
-
-
-def _name_outputs(found: list[tuple[Path, Path]]) -> list[InputItem]:
-    """Give each input a unique output stem within its output sub-folder.
-
-    ``a.jpg`` and ``a.png`` in one folder both map to stem ``a``; they become ``a_jpg`` and
-    ``a_png``, whatever order they come in. The same file given twice is processed once.
-    """
-    unique: list[tuple[Path, Path]] = []
-    seen: set[Path] = set()
-    for path, rel in found:
-        key = path.resolve() if path.exists() else path
-        if key not in seen:
-            seen.add(key)
-            unique.append((path, rel))
-    counts: dict[tuple[Path, str], int] = {}
-    for path, rel in unique:
-        counts[(rel, path.stem)] = counts.get((rel, path.stem), 0) + 1
-    items: list[InputItem] = []
-    used: set[tuple[Path, str]] = set()
-    for path, rel in unique:
-        stem = path.stem
-        if counts[(rel, stem)] > 1:
-            stem = f"{stem}_{path.suffix.lstrip('.').lower()}"
-        base, n = stem, 2
-        while (rel, stem) in used:  # same stem and suffix from two input roots
-            stem, n = f"{base}_{n}", n + 1
-        used.add((rel, stem))
-        items.append(InputItem(path, rel, stem))
-    return items
-
-
-def decode_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode an image file to H x W x 3 uint8 RGB. Raises InputError with a clear reason.
+def decode_bytes(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Decode a file's bytes to RGB. Raises InputError with a clear reason.
 
     The bytes are checked before any decoder sees them: a known signature, a complete file
     (PNG chunks with good checksums up to IEND; a JPEG end-of-image marker) and a pixel count,
     read from the header, within ``max_pixels``.
     """
-    data = read_bytes(path)
     kind = sniff_format(data)
     if kind == "png":
         check_png_structure(data)
@@ -196,13 +93,22 @@ def decode_image(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndar
             "re-export the file"
         )
     check_pixels(image.shape[:2], max_pixels)
-    return to_rgb8(image)
+    notes: list[str] = []
+    return Decoded(to_rgb8(image, notes), notes)
 
 
-def read_bytes(path: Path) -> bytes:
-    """The file's bytes; InputError for a missing, unreadable or empty file."""
+def _size_text(count: int) -> str:
+    return f"{count / 2**20:,.0f} MiB" if count >= 2**20 else f"{count:,} bytes"
+
+
+def read_bytes(path: Path, max_file_size: int = DEFAULT_MAX_FILE_SIZE) -> bytes:
+    """The bytes of a regular file of at most ``max_file_size`` bytes; InputError otherwise.
+
+    The file is opened non-blocking and checked with ``fstat`` before a byte is read, so a FIFO
+    or a device that slipped in after discovery cannot hang the run or fill the memory.
+    """
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         if path.is_symlink():
             raise InputError(BROKEN_LINK) from None
@@ -214,7 +120,24 @@ def read_bytes(path: Path) -> bytes:
     except IsADirectoryError:
         raise InputError("is a folder, not an image file") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(LINK_LOOP) from None
         raise InputError(f"cannot read the file ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(file_problem(path) or "not a regular file; only files are read")
+        if info.st_size > max_file_size:
+            raise InputError(
+                f"file is {_size_text(info.st_size)}, over the {_size_text(max_file_size)} "
+                "limit; raise --max-file-size if it really is an image"
+            )
+        try:
+            data = handle.read(max_file_size + 1)
+        except OSError as exc:
+            raise InputError(f"cannot read the file ({exc.strerror or exc})") from None
+    if len(data) > max_file_size:  # grew while being read
+        raise InputError(f"file is over the {_size_text(max_file_size)} limit")
     if not data:
         raise InputError("empty file (0 bytes); re-export or remove it")
     return data
@@ -393,13 +316,28 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def to_rgb8(image: np.ndarray) -> np.ndarray:
+def float_to_8bit(image: np.ndarray, notes: list[str]) -> np.ndarray:
+    """Float (or 32-bit) pixels to 0..255: values in [0, 1] are scaled by 255; any other range
+    is min-max rescaled to 0..255 (never clipped), with a note naming the range found."""
+    values = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(values.min()), float(values.max())
+    if low >= 0.0 and high <= 1.0:
+        return (values * 255.0).round().astype(np.uint8)
+    notes.append(
+        f"pixel values span [{low:.4g}, {high:.4g}], outside [0, 1]: rescaled to 0..255 "
+        "(min-max) to read the image"
+    )
+    spread = high - low
+    scaled = (values - low) * (255.0 / spread) if spread > 0 else np.zeros_like(values)
+    return scaled.round().astype(np.uint8)
+
+
+def to_rgb8(image: np.ndarray, notes: list[str] | None = None) -> np.ndarray:
     """Convert an OpenCV-decoded array (gray, BGR, BGRA; 8/16-bit or float) to RGB uint8."""
     if image.dtype == np.uint16:
         image = (image.astype(np.float32) / 257.0).round().astype(np.uint8)
     elif image.dtype != np.uint8:
-        image = np.clip(image.astype(np.float32) * (255.0 if image.max() <= 1 else 1), 0, 255)
-        image = image.round().astype(np.uint8)
+        image = float_to_8bit(image, notes if notes is not None else [])
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     if image.shape[2] == 1:
@@ -431,63 +369,3 @@ def to_model_tensor(
     if channels == 1:
         tensor = cv2.cvtColor(tensor, cv2.COLOR_RGB2GRAY)[:, :, None]
     return tensor
-
-
-class ImageSource:
-    """Stream decoded, resized images in fixed-size batches, decoding ahead in threads.
-
-    At most ``batch_size * (prefetch + 1)`` images are held at once, so a folder of any size
-    runs in bounded memory. Failed inputs are yielded as ``(item, error)`` pairs in order.
-    """
-
-    def __init__(
-        self,
-        items: list[InputItem],
-        *,
-        size: tuple[int, int] | None,
-        channels: int,
-        batch_size: int,
-        workers: int = 2,
-        prefetch: int = 2,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        max_side: int = DEFAULT_MAX_SIDE,
-    ) -> None:
-        if batch_size < 1:
-            raise CnnvisError("--batch-size must be at least 1")
-        self.items = items
-        self.size = size
-        self.channels = channels
-        self.batch_size = batch_size
-        self.workers = workers
-        self.prefetch = prefetch
-        self.max_pixels = max_pixels
-        self.max_side = max_side
-
-    def _load(self, item: InputItem) -> LoadedImage | InputError:
-        try:
-            rgb = decode_image(item.path, max_pixels=self.max_pixels)
-            tensor = to_model_tensor(rgb, self.size, self.channels, self.max_side)
-            return LoadedImage(item, rgb, tensor)
-        except InputError as exc:
-            return exc
-        except (cv2.error, MemoryError, ValueError) as exc:
-            return InputError(f"cannot decode the image ({type(exc).__name__}: {exc})")
-
-    def batches(self) -> Iterator[list[tuple[InputItem, LoadedImage | InputError]]]:
-        """Yield lists of at most ``batch_size`` (item, loaded-or-error) pairs, in input order."""
-        chunks = [
-            self.items[i : i + self.batch_size] for i in range(0, len(self.items), self.batch_size)
-        ]
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="decode") as pool:
-            pending = []
-            for chunk in chunks:
-                pending.append((chunk, [pool.submit(self._load, item) for item in chunk]))
-                if len(pending) > self.prefetch:
-                    yield self._collect(pending.pop(0))
-            while pending:
-                yield self._collect(pending.pop(0))
-
-    @staticmethod
-    def _collect(entry):
-        chunk, futures = entry
-        return [(item, future.result()) for item, future in zip(chunk, futures, strict=True)]

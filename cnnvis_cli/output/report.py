@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from cnnvis_cli.render import write_text
+from cnnvis_cli.output.files import write_text
 
 REPORT_NAME = "index.html"
 

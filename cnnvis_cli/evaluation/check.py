@@ -20,27 +20,20 @@ at least ``min_energy`` and the hit rate at least ``min_hit_rate``; a failing se
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree
 
 import cv2
 import numpy as np
 
-from cnnvis_cli.errors import CnnvisError
-from cnnvis_cli.images import IMAGE_SUFFIXES
-from cnnvis_cli.render import write_text
+from cnnvis_cli.core.decode import read_bytes
+from cnnvis_cli.core.discover import IMAGE_SUFFIXES
+from cnnvis_cli.errors import CnnvisError, InputError
+from cnnvis_cli.methods.normalize import heat_from_map
 
 EPSILON = 1e-12
-
-
-def heat_from_map(full: np.ndarray) -> np.ndarray:
-    """A non-negative H x W heat from any method's map: |g| summed over channels for signed
-    gradients, the positive part for signed heatmaps, the map itself otherwise."""
-    if full.ndim == 3:
-        return np.abs(full).sum(axis=2)
-    return np.maximum(full, 0.0)
 
 
 def energy_inside(heat: np.ndarray, region: np.ndarray) -> float:
@@ -70,12 +63,14 @@ class Regions:
 
     Boxes are ``{"name.png": [x0, y0, x1, y1], ...}`` in each image's own pixels (x1, y1
     exclusive); keys are matched against the input's file name, then its path. Masks: any
-    non-zero pixel belongs to the region; a mask of another size is resized (nearest).
+    non-zero pixel belongs to the region; a mask of another size is resized (nearest). A box
+    that is not four finite numbers, or a mask that cannot be read, is an error for that image
+    only (``InputError``); the other images are still checked.
     """
 
     def __init__(self, source: Path) -> None:
         self.source = source
-        self.boxes: dict[str, list[float]] = {}
+        self.boxes: dict[str, Any] = {}
         self.masks: dict[str, Path] = {}
         if source.is_dir():
             for path in sorted(source.iterdir()):
@@ -88,10 +83,7 @@ class Regions:
                 raise CnnvisError(f"{source}: cannot read regions ({exc})") from None
             if not isinstance(data, dict):
                 raise CnnvisError(f"{source}: expected a JSON object of file name -> box")
-            for key, box in data.items():
-                if not (isinstance(box, list) and len(box) == 4):
-                    raise CnnvisError(f"{source}: box for {key!r} must be [x0, y0, x1, y1]")
-                self.boxes[key] = [float(v) for v in box]
+            self.boxes = dict(data)
         else:
             raise CnnvisError(f"regions not found: {source} (a boxes JSON file or a mask folder)")
         if not self.boxes and not self.masks:
@@ -101,9 +93,23 @@ class Regions:
         """The box (or mask file) for an input, or None when it has no region."""
         for key in (path.name, str(path), path.as_posix()):
             if key in self.boxes:
-                return self.boxes[key]
+                return self._box(key)
         mask = self.masks.get(path.stem)
         return str(mask) if mask is not None else None
+
+    def _box(self, key: str) -> list[float]:
+        box = self.boxes[key]
+        numbers = []
+        if isinstance(box, list) and len(box) == 4:
+            for value in box:
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    numbers.append(float(value))
+        if len(numbers) != 4 or not all(math.isfinite(v) for v in numbers):
+            raise InputError(
+                f"its box in {self.source} is {json.dumps(box)[:80]}; a box must be four "
+                "finite numbers [x0, y0, x1, y1] in pixels"
+            )
+        return numbers
 
     def mask(self, path: Path, height: int, width: int) -> np.ndarray | None:
         """The region as an H x W bool mask for the input at ``path``, or None."""
@@ -115,9 +121,13 @@ class Regions:
             mask = np.zeros((height, width), bool)
             mask[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = True
             return mask
-        data = cv2.imdecode(np.fromfile(region, np.uint8), cv2.IMREAD_GRAYSCALE)
+        try:
+            raw = read_bytes(Path(region))
+        except InputError as exc:
+            raise InputError(f"its mask {region} cannot be read ({exc})") from None
+        data = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_GRAYSCALE)
         if data is None:
-            raise CnnvisError(f"{region}: unreadable mask image")
+            raise InputError(f"its mask {region} is not a readable image; re-export it")
         if data.shape != (height, width):
             data = cv2.resize(data, (width, height), interpolation=cv2.INTER_NEAREST)
         return data > 0
@@ -131,7 +141,6 @@ class RegionCheck:
     min_energy: float = 0.5
     min_hit_rate: float = 0.9
     tolerance: int = 15
-    scored: list[dict[str, Any]] = field(default_factory=list)
 
     def analyze(self, path: Path, full: np.ndarray) -> dict[str, Any]:
         """The per-image record: energy, hit, whether it passes, and the region used."""
@@ -149,57 +158,19 @@ class RegionCheck:
             "passed": hit,
         }
 
-    def verdict(self, results: list[dict[str, Any]]) -> dict[str, Any]:
-        """Set-level figures over the results that were scored."""
-        checks = [r["check"] for r in results if r.get("check", {}).get("energy") is not None]
-        mean_energy = float(np.mean([c["energy"] for c in checks])) if checks else 0.0
-        hit_rate = float(np.mean([c["hit"] for c in checks])) if checks else 0.0
+    def verdict(self, checks: list[dict[str, Any]]) -> dict[str, Any]:
+        """Set-level figures over the per-image check records that were scored."""
+        scored = [c for c in checks if c and c.get("energy") is not None]
+        mean_energy = float(np.mean([c["energy"] for c in scored])) if scored else 0.0
+        hit_rate = float(np.mean([c["hit"] for c in scored])) if scored else 0.0
         return {
-            "images": len(checks),
+            "images": len(scored),
             "mean_energy": round(mean_energy, 6),
             "hit_rate": round(hit_rate, 6),
             "min_energy": self.min_energy,
             "min_hit_rate": self.min_hit_rate,
             "tolerance": self.tolerance,
-            "passed": bool(checks)
+            "passed": bool(scored)
             and mean_energy >= self.min_energy
             and hit_rate >= self.min_hit_rate,
         }
-
-
-def junit_xml(results: list[dict[str, Any]], verdict: dict[str, Any], method: str) -> str:
-    """JUnit XML: one test case per image (failure: the heatmap's maximum misses the region);
-    the set-level figures go in the suite's properties."""
-    suite = ElementTree.Element(
-        "testsuite",
-        name=f"cnnvis check ({method})",
-        tests=str(len(results)),
-        failures=str(sum(1 for r in results if r.get("check", {}).get("passed") is False)),
-        errors=str(sum(1 for r in results if r.get("error"))),
-        skipped=str(sum(1 for r in results if r.get("check", {}).get("skipped"))),
-    )
-    for record in results:
-        case = ElementTree.SubElement(
-            suite, "testcase", classname="cnnvis.check", name=str(record["input"])
-        )
-        check = record.get("check", {})
-        if record.get("error"):
-            ElementTree.SubElement(case, "error", message=str(record["error"]))
-        elif check.get("skipped"):
-            ElementTree.SubElement(case, "skipped", message=check["skipped"])
-        elif not check.get("passed"):
-            message = f"heatmap maximum outside the region (energy inside {check['energy']:.3f})"
-            ElementTree.SubElement(case, "failure", message=message)
-        ElementTree.SubElement(case, "system-out").text = json.dumps(check)
-    props = ElementTree.SubElement(suite, "properties")
-    for key in ("mean_energy", "min_energy", "hit_rate", "min_hit_rate", "passed"):
-        ElementTree.SubElement(props, "property", name=key, value=str(verdict[key]))
-    ElementTree.indent(suite)
-    return '<?xml version="1.0" encoding="utf-8"?>\n' + ElementTree.tostring(
-        suite, encoding="unicode"
-    )
-
-
-def write_junit(path: Path, results: list[dict[str, Any]], verdict: dict[str, Any], method: str):
-    """Write the JUnit XML report atomically."""
-    write_text(path, junit_xml(results, verdict, method) + "\n")

@@ -1,6 +1,8 @@
 """Progress display on stderr: a Rich bar on a terminal, plain lines otherwise, or silence.
 
-Errors are always shown (one line each, naming the file), even with ``--quiet``.
+Errors are always shown (one line each, naming the file), even with ``--quiet``. File names are
+shown with control characters and undecodable bytes spelled out (``output.text.printable``), so a
+crafted name cannot move the cursor or clear the screen.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+
+from cnnvis_cli.output.text import printable
 
 PLAIN_INTERVAL_SECONDS = 5.0
 
@@ -56,14 +60,16 @@ class ProgressReporter:
     def info(self, message: str) -> None:
         """A plain status line (suppressed by --quiet)."""
         if not self.quiet:
-            self.console.print(message, highlight=False, soft_wrap=True)
+            self.console.print(escape(printable(message)), highlight=False, soft_wrap=True)
 
     def error(self, path: Path | str, message: str) -> None:
         """One line naming the failed file and why."""
+        self.fatal(f"{printable(path)}: {message}")
+
+    def fatal(self, message: str) -> None:
+        """One ``error:`` line (a setup error, or a file that could not be processed)."""
         self.console.print(
-            f"[red]error[/red]: {escape(str(path))}: {escape(message)}",
-            highlight=False,
-            soft_wrap=True,
+            f"[red]error[/red]: {escape(printable(message))}", highlight=False, soft_wrap=True
         )
 
     def start(self, total: int, label: str) -> None:
@@ -85,11 +91,17 @@ class ProgressReporter:
             self._progress.start()
             self._task = self._progress.add_task(label, total=total, current="")
 
+    def finish(self) -> None:
+        """Every image is accounted for: the bar ends at its total."""
+        self._done = self._total
+        if self._progress is not None:
+            self._progress.update(self._task, completed=self._total)
+
     def advance(self, amount: float, current: str = "") -> None:
         """Mark ``amount`` images done (fractions allowed for long per-image work)."""
         self._done += amount
         if self._progress is not None:
-            self._progress.update(self._task, advance=amount, current=escape(current))
+            self._progress.update(self._task, advance=amount, current=escape(printable(current)))
         elif not self.quiet:
             now = time.perf_counter()
             if now - self._last_plain >= PLAIN_INTERVAL_SECONDS and self._done < self._total:

@@ -1,0 +1,5 @@
+"""The ``cnnvis`` command line (see ``app.py``)."""
+
+from cnnvis_cli.cli.app import app, main
+
+__all__ = ["app", "main"]

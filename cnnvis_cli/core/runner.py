@@ -1,0 +1,491 @@
+"""The pipeline: inputs -> batches -> method -> rendered files -> records -> summary.
+
+Decoding runs ahead in threads (``ImageSource``, within a memory budget) and rendering and
+writing run behind in another pool, so both overlap the model's compute (OpenCV releases the
+GIL). One bad input never stops the run; a setup error stops it before any input is processed.
+Whatever happens after setup — failed inputs, Ctrl-C, SIGTERM — the summary is written.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from cnnvis_cli.core.adapter import ModelAdapter
+from cnnvis_cli.core.batching import Batching, chunk_size
+from cnnvis_cli.core.config import RunConfig
+from cnnvis_cli.core.discover import InputItem, discover
+from cnnvis_cli.core.signals import terminate_as_interrupt
+from cnnvis_cli.core.source import ImageSource, LoadedImage
+from cnnvis_cli.core.targets import Targets
+from cnnvis_cli.errors import CnnvisError, InputError, Terminated
+from cnnvis_cli.methods.base import Explanation, Method
+from cnnvis_cli.methods.normalize import heat_from_map
+from cnnvis_cli.output.files import (
+    OutputLock,
+    current_umask,
+    fit_name,
+    remove_stale_temporaries,
+    write_npy,
+)
+from cnnvis_cli.output.progress import ProgressReporter
+from cnnvis_cli.output.render import (
+    UPSAMPLE_MODES,
+    colormap_code,
+    panel,
+    render_map,
+    resize_map,
+    write_png,
+)
+from cnnvis_cli.output.summary import Record, Summary, TargetRecord, rounded
+
+WRITES_IN_FLIGHT = 8  # rendered images queued for writing at most
+NOT_FINITE = (
+    "the model's output is not finite (NaN or infinity) for this image; check the model and its "
+    "preprocessing (--preprocess)"
+)
+
+
+def prepare_output_dir(out: Path) -> Path:
+    """Create the output folder and prove it is writable, before any work is done."""
+    if out.exists() and not out.is_dir():
+        raise CnnvisError(
+            f"cannot write to output folder {out} (it is a file, not a folder); choose another "
+            "-o/--out"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise CnnvisError(
+            f"cannot write to output folder {out} ({reason}); choose another -o/--out"
+        ) from None
+    return out
+
+
+def check_writable_file(path: Path, what: str) -> None:
+    """Fail before any work when ``path`` (e.g. the --junit file) cannot be written."""
+    folder = path.parent
+    if path.is_dir():
+        raise CnnvisError(f"{what} {path} is a folder; give a file path")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise CnnvisError(
+            f"cannot write {what} {path} ({exc.strerror or exc}); choose another path"
+        ) from None
+
+
+def validate_config(config: RunConfig) -> None:
+    """Option checks that need no model: exit 2 before anything is loaded."""
+    from cnnvis_cli.evaluation.deletion_insertion import METRICS
+
+    if not 0.0 <= config.alpha <= 1.0:
+        raise CnnvisError(f"--alpha must be between 0 and 1, got {config.alpha}")
+    if config.upsample not in UPSAMPLE_MODES:
+        raise CnnvisError(
+            f"unknown --upsample {config.upsample!r}; use {', '.join(UPSAMPLE_MODES)}"
+        )
+    try:
+        colormap_code(config.colormap)
+        Batching(config.batch_size, config.eval_batch)
+        if config.class_spec is not None and config.top_k != 1:
+            Targets(class_index=0, top_k=config.top_k)  # raises: they conflict
+    except ValueError as exc:
+        raise CnnvisError(str(exc)) from None
+    unknown = [m for m in config.metric_names if m not in METRICS]
+    if unknown:
+        raise CnnvisError(
+            f"unknown metric(s) {', '.join(unknown)} for --metrics; choose from "
+            f"{', '.join(METRICS)}"
+        )
+
+
+def build_method(
+    config: RunConfig, adapter: ModelAdapter, image_count: int | None = None
+) -> Method:
+    """Instantiate the run's method for ``adapter``.
+
+    Images per step are the equal-chunk size for ``image_count`` images (one image from a
+    shell is traced at batch 1, a folder at ``--batch-size`` or a little less), so every step
+    has the same shape and the compiled functions are traced once.
+    """
+    from cnnvis_cli.methods import get_method
+
+    cls = get_method(config.method)
+    images = config.batch_size
+    if image_count:
+        images = chunk_size(image_count, config.batch_size)
+    if adapter.input_size is None:
+        images = 1
+    try:
+        class_index = adapter.class_index(config.class_spec) if config.class_spec else None
+        targets = Targets(class_index, 1 if class_index is not None else config.top_k)
+        batching = Batching(images, config.eval_batch)
+        options = config.method_options or cls.options_type()
+        if config.method == "compare":
+            return cls(
+                adapter,
+                options,
+                column_options=config.column_options,
+                targets=targets,
+                batching=batching,
+            )
+        return cls(adapter, options, targets=targets, batching=batching)
+    except ValueError as exc:
+        raise CnnvisError(str(exc)) from None
+
+
+def finite_explanation(explanation: Explanation) -> bool:
+    """False when the model produced NaN or infinity for this image."""
+    if not all(math.isfinite(v) for v in explanation.outputs):
+        return False
+    return all(np.isfinite(m).all() for m in explanation.maps)
+
+
+@dataclass
+class Work:
+    """One explained image on its way to the writer."""
+
+    loaded: LoadedImage
+    explanation: Explanation
+    record: Record
+
+
+class OutputWriter:
+    """Renders explanations and writes them in background threads."""
+
+    def __init__(self, config: RunConfig, method: Method, inputs: set[Path], workers: int = 2):
+        self.config = config
+        self.method = method
+        self.adapter = method.adapter
+        self.inputs = inputs
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="write")
+        self.pending: deque[tuple[LoadedImage, Future]] = deque()
+
+    def output_path(self, item: InputItem, name: str, suffix: str, tag: str = "") -> Path:
+        folder = self.config.out / item.rel_dir
+        path = folder / fit_name(f"{item.out_stem}_{name}{tag}{suffix}")
+        if path.resolve() in self.inputs:
+            raise InputError(f"output {path} would overwrite an input; choose another -o/--out")
+        return path
+
+    def _render(self, original: np.ndarray, native: np.ndarray, kind: str):
+        return render_map(
+            original,
+            native,
+            kind,
+            alpha=self.config.alpha,
+            colormap=self.config.colormap,
+            upsample=self.config.upsample,
+        )
+
+    def render(self, work: Work) -> Record:
+        """Write the overlay (and raw) files of every target; returns the finished record."""
+        loaded, explanation, record = work.loaded, work.explanation, work.record
+        item = loaded.item
+        top_k = len(explanation.maps)
+        for rank, target in enumerate(record.targets):
+            tag = f"_top{rank + 1}" if top_k > 1 else ""
+            raws: list[tuple[str, np.ndarray]] = []
+            if not explanation.panels:
+                full, picture = self._render(
+                    loaded.original, explanation.maps[rank], explanation.kind
+                )
+                raws.append((self.method.name, full))
+            else:
+                tiles = [("input", loaded.original)]
+                for column in explanation.panels:
+                    full, tile = self._render(loaded.original, column.maps[rank], column.kind)
+                    tiles.append((column.title, tile))
+                    raws.append((column.method, full))
+                label = target.class_name or f"class {target.class_index}"
+                score = "" if target.score is None else f" ({target.score:.3f})"
+                picture = panel(tiles, f"{item.path.name}: {label}{score}")
+            path = self.output_path(item, self.method.name, ".png", tag)
+            write_png(path, picture)
+            target.outputs["overlay"] = str(path)
+            if self.config.save_raw:
+                for name, full in raws:
+                    raw_path = self.output_path(item, name, ".npy", tag)
+                    write_npy(raw_path, full)
+                    target.outputs["raw" if len(raws) == 1 else f"raw_{name}"] = str(raw_path)
+            if rank == 0 and self.config.check is not None:
+                record.check = self.config.check.analyze(item.path, raws[0][1])
+        return record
+
+    def submit(self, work: Work) -> list[tuple[LoadedImage, Future]]:
+        """Queue one image; returns the writes that must be collected to keep memory bounded."""
+        self.pending.append((work.loaded, self.pool.submit(self.render, work)))
+        done = []
+        while len(self.pending) > WRITES_IN_FLIGHT:
+            done.append(self.pending.popleft())
+        return done
+
+    def drain(self) -> list[tuple[LoadedImage, Future]]:
+        done = list(self.pending)
+        self.pending.clear()
+        return done
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+class _BatchProgress:
+    """Turns a method's per-batch fraction callbacks into image counts for the reporter."""
+
+    def __init__(self, reporter: ProgressReporter, images: int, current: str) -> None:
+        self.reporter, self.images, self.current, self.done = reporter, images, current, 0.0
+
+    def __call__(self, fraction: float) -> None:
+        fraction = min(max(fraction, self.done), 1.0)
+        self.reporter.advance((fraction - self.done) * self.images, self.current)
+        self.done = fraction
+
+
+class MetricEvaluator:
+    """Deletion/insertion AUCs of the first target's map, at the model input's resolution."""
+
+    def __init__(self, config: RunConfig, method: Method) -> None:
+        from cnnvis_cli.evaluation.deletion_insertion import FaithfulnessMetrics
+
+        self.metrics = FaithfulnessMetrics(
+            method.adapter,
+            metrics=config.metric_names,
+            steps=config.metric_steps,
+            batch_size=config.eval_batch,
+        )
+
+    def __call__(self, loaded: LoadedImage, explanation: Explanation) -> dict[str, float | None]:
+        height, width = loaded.tensor.shape[:2]
+        saliency = heat_from_map(resize_map(explanation.maps[0], height, width))
+        figures = self.metrics.evaluate(loaded.tensor, saliency, explanation.targets[0])
+        return {name: rounded(float(value)) for name, value in figures.items()}
+
+
+def new_record(loaded: LoadedImage, explanation: Explanation, adapter: ModelAdapter) -> Record:
+    """The record of an explained image, before its files are written."""
+    targets = [
+        TargetRecord(cls, adapter.class_name(cls), rounded(score))
+        for cls, score in zip(explanation.targets, explanation.outputs, strict=True)
+    ]
+    predicted = None
+    if explanation.predicted is not None:
+        cls, score = explanation.predicted
+        predicted = TargetRecord(cls, adapter.class_name(cls), rounded(score))
+    facts = explanation.facts.to_json() if explanation.facts is not None else {}
+    return Record(str(loaded.item.path), targets, predicted, facts=facts, notes=list(loaded.notes))
+
+
+def run_method(
+    config: RunConfig,
+    method: Method,
+    items: list[InputItem],
+    reporter: ProgressReporter,
+    summary: Summary,
+) -> Summary:
+    """Run ``method`` over ``items`` into ``summary``; every input ends up in it."""
+    adapter = method.adapter
+    source = ImageSource(
+        items,
+        size=adapter.input_size,
+        channels=adapter.channels,
+        batch_size=method.batching.images,
+        max_pixels=config.max_pixels,
+        max_side=config.max_size,
+        max_file_size=config.max_file_size * 2**20,
+        memory_budget=config.memory_budget * 2**20,
+    )
+    writer = OutputWriter(config, method, {item.path.resolve() for item in items})
+    metrics = MetricEvaluator(config, method) if config.metric_names else None
+
+    def fail(item: InputItem, message: str) -> None:
+        summary.add(Record(str(item.path), error=message))
+        reporter.error(item.path, message)
+
+    def collect(done: list[tuple[LoadedImage, Future]]) -> None:
+        for loaded, future in done:
+            try:
+                summary.add(future.result())
+            except (InputError, OSError) as exc:
+                fail(
+                    loaded.item,
+                    f"cannot write output ({exc})" if isinstance(exc, OSError) else str(exc),
+                )
+            finally:
+                loaded.release()
+
+    started = time.perf_counter()
+    reporter.start(len(items), method.name)
+    try:
+        for batch in source.batches():
+            good: list[LoadedImage] = []
+            for item, loaded in batch:
+                if isinstance(loaded, InputError):
+                    fail(item, str(loaded))
+                    reporter.advance(1, item.path.name)
+                else:
+                    good.append(loaded)
+            if not good:
+                continue
+            tracker = _BatchProgress(reporter, len(good), good[-1].item.path.name)
+            explanations = method.explain(np.stack([g.tensor for g in good]), tracker)
+            tracker(1.0)
+            for loaded, explanation in zip(good, explanations, strict=True):
+                if not finite_explanation(explanation):
+                    fail(loaded.item, NOT_FINITE)
+                    loaded.release()
+                    continue
+                record = new_record(loaded, explanation, adapter)
+                if metrics is not None:
+                    try:
+                        record.metrics = metrics(loaded, explanation)
+                    except ValueError as exc:
+                        fail(loaded.item, f"cannot compute the metrics ({exc})")
+                        loaded.release()
+                        continue
+                collect(writer.submit(Work(loaded, explanation, record)))
+    except KeyboardInterrupt as stop:
+        summary.interrupted = True
+        summary.terminated = isinstance(stop, Terminated)
+    finally:
+        try:
+            collect(writer.drain())
+        finally:
+            writer.close()
+            summary.seconds += time.perf_counter() - started
+    if not summary.interrupted:
+        reporter.finish()
+    order = {str(item.path): i for i, item in enumerate(items)}
+    summary.records.sort(key=lambda r: order.get(r.input, len(order)))
+    return summary
+
+
+def _header(config: RunConfig, method: Method, items: list[InputItem]) -> list[str]:
+    adapter = method.adapter
+    layer = getattr(method, "layer", None)
+    layer_note = f", layer {layer.path}" if layer is not None else ""
+    lines = [
+        f"cnnvis {config.title or method.name}: {len(items)} image(s), model {adapter.source}"
+        f"{layer_note}",
+        f"preprocess {adapter.preprocess_mode} ({adapter.preprocess_reason})",
+    ]
+    return lines + [f"note: {note}" for note in method.notes()]
+
+
+def finish_outputs(
+    config: RunConfig, summary: Summary, report: Callable[[str], None]
+) -> int | None:
+    """Write the summary, JUnit and report; an exit code of 2 if one cannot be written."""
+    try:
+        summary.write()
+        if config.junit is not None:
+            from cnnvis_cli.output.junit import write_junit
+
+            write_junit(
+                config.junit, summary.records, summary.check or {}, config.title or summary.method
+            )
+        if config.report:
+            from cnnvis_cli.output.report import write_report
+
+            write_report(summary.to_dict(), config.out)
+    except OSError as exc:
+        report(f"cannot write the summary, report or JUnit file ({exc.strerror or exc})")
+        return 2
+    return None
+
+
+def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | None = None) -> int:
+    """Run one explanation command end to end and return its exit code."""
+    from cnnvis_cli.core.loading import load_model
+
+    stdout = stdout or Console()
+    stderr = stderr or Console(stderr=True)
+    current_umask()  # read once, in the main thread, before any writer thread starts
+    with ProgressReporter(stderr, quiet=config.quiet) as reporter, terminate_as_interrupt():
+        lock = OutputLock(config.out)
+        try:
+            validate_config(config)
+            if config.junit is not None:
+                check_writable_file(config.junit, "the JUnit file")
+            prepare_output_dir(config.out)
+            lock.acquire()
+            remove_stale_temporaries(config.out)
+            items, problems = discover(
+                config.images, recursive=config.recursive, out_dir=config.out
+            )
+            if not items and problems:
+                reasons = "; ".join(f"{path}: {message}" for path, message in problems)
+                raise CnnvisError(f"nothing to process ({reasons})")
+            if not items:
+                raise CnnvisError(no_images_message(config))
+            adapter = load_model(
+                config.model,
+                class_names=config.class_names,
+                preprocess=config.preprocess,
+                weights=config.weights,
+                output=config.output,
+                unsafe=config.unsafe_load,
+                custom_objects=config.custom_objects,
+            )
+            method = build_method(config, adapter, len(items))
+        except CnnvisError as exc:
+            lock.release()
+            reporter.fatal(str(exc))
+            return exc.exit_code
+        except KeyboardInterrupt as stop:
+            lock.release()
+            return 143 if isinstance(stop, Terminated) else 130
+        try:
+            for line in _header(config, method, items):
+                reporter.info(line)
+            summary = Summary(method=method.name, output_dir=config.out)
+            summary.model = adapter.describe()
+            summary.params = method.params()
+            summary.inputs_found = len(items) + len(problems)
+            for path, message in problems:
+                reporter.error(path, message)
+                summary.add(Record(str(path), error=message))
+            try:
+                run_method(config, method, items, reporter, summary)
+            except KeyboardInterrupt as stop:
+                summary.interrupted = True
+                summary.terminated = isinstance(stop, Terminated)
+            if config.check is not None:
+                summary.check = config.check.verdict([r.check for r in summary.records if r.ok])
+            failed = finish_outputs(config, summary, reporter.fatal)
+        finally:
+            lock.release()
+    if config.json_output:
+        print(summary.to_json(), flush=True)
+    if not config.quiet:
+        summary.print_table(
+            stderr if config.json_output else stdout,
+            title=f"cnnvis {config.title or summary.method}",
+        )
+    return failed if failed is not None else summary.exit_code()
+
+
+def no_images_message(config: RunConfig) -> str:
+    """Why nothing was found, with the one hint that applies."""
+    where = ", ".join(str(p) for p in config.images)
+    hint = ""
+    if not config.recursive and any(
+        Path(p).is_dir() and any(child.is_dir() for child in Path(p).iterdir())
+        for p in config.images
+    ):
+        hint = " (use -r to search sub-folders)"
+    return f"no images found in {where}{hint}"

@@ -1,0 +1,311 @@
+"""The run summary: a :class:`Record` per input, ``summary.json``, the closing table, exit code.
+
+Schema (version 1; fields are only ever added)::
+
+    {"version": 1, "tool": {...}, "model": {...}, "method": str, "params": {...},
+     "output_dir": str,
+     "results": [{"input": str, "outputs": {"overlay": str, "raw": str?},
+                  "class_index": int, "class_name": str|null, "score": float,
+                  "targets": [{"class_index", "class_name", "score", "outputs"}, ...],
+                  "predicted": {"class_index", "class_name", "score"},
+                  <method facts, e.g. "completeness_gap">, "metrics": {...}?, "check": {...}?,
+                  "notes": [str]?, "error": null|str}, ...],
+     "totals": {"inputs", "processed", "failed", "not_processed", "seconds",
+                "images_per_second", "classes": {name: count}, "metrics": {name: mean}?,
+                "interrupted": bool}}
+
+``score`` is the model's output for the class (a probability for softmax and sigmoid heads).
+A failed input has ``error`` set and no outputs. The file is strict JSON: a non-finite number is
+written as ``null``, and a file name that is not valid UTF-8 keeps its undecodable bytes as
+``\\udcXX`` escapes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from cnnvis_cli import __version__
+from cnnvis_cli.errors import (
+    EXIT_CHECK_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_TERMINATED,
+)
+from cnnvis_cli.output.files import write_text
+from cnnvis_cli.output.text import printable
+
+SUMMARY_VERSION = 1
+SUMMARY_NAME = "summary.json"
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, inf) replaced by None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def strict_json(data: Any, *, indent: int | None = 2) -> str:
+    """Strict JSON text (no NaN or Infinity tokens) of ``data``."""
+    return json.dumps(finite(data), indent=indent, ensure_ascii=False, allow_nan=False)
+
+
+def rounded(value: float) -> float | None:
+    return round(value, 6) if math.isfinite(value) else None
+
+
+@dataclass
+class TargetRecord:
+    """One explained class of one input: its score and the files written for it."""
+
+    class_index: int
+    class_name: str | None
+    score: float | None
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "class_index": self.class_index,
+            "class_name": self.class_name,
+            "score": self.score,
+            "outputs": self.outputs,
+        }
+
+
+@dataclass
+class Record:
+    """Everything known about one input after a run: shared by summary, report, JUnit, check."""
+
+    input: str
+    targets: list[TargetRecord] = field(default_factory=list)
+    predicted: TargetRecord | None = None  # the model's own top-1, whatever was explained
+    facts: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    check: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def primary(self) -> TargetRecord | None:
+        return self.targets[0] if self.targets else None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"input": self.input, "outputs": {}, "error": self.error}
+        primary = self.primary
+        data: dict[str, Any] = {
+            "input": self.input,
+            "outputs": primary.outputs if primary else {},
+            "class_index": primary.class_index if primary else None,
+            "class_name": primary.class_name if primary else None,
+            "score": primary.score if primary else None,
+            "targets": [t.to_json() for t in self.targets],
+        }
+        if self.predicted is not None:
+            predicted = self.predicted.to_json()
+            del predicted["outputs"]
+            data["predicted"] = predicted
+        data.update(self.facts)
+        if self.metrics:
+            data["metrics"] = self.metrics
+        if self.check is not None:
+            data["check"] = self.check
+        if self.notes:
+            data["notes"] = self.notes
+        data["error"] = None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Record:
+        """Read back a record written by :meth:`to_json` (for ``merge`` and the report)."""
+        known = {"input", "outputs", "class_index", "class_name", "score", "targets"}
+        known |= {"predicted", "metrics", "check", "notes", "error"}
+        targets = [
+            TargetRecord(
+                t["class_index"], t.get("class_name"), t.get("score"), t.get("outputs", {})
+            )
+            for t in data.get("targets") or []
+        ]
+        predicted = data.get("predicted")
+        return cls(
+            input=str(data.get("input", "")),
+            targets=targets,
+            predicted=TargetRecord(
+                predicted["class_index"], predicted.get("class_name"), predicted.get("score")
+            )
+            if isinstance(predicted, dict)
+            else None,
+            facts={k: v for k, v in data.items() if k not in known},
+            metrics=dict(data.get("metrics") or {}),
+            check=data.get("check"),
+            notes=list(data.get("notes") or []),
+            error=data.get("error"),
+        )
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 6) if values else None
+
+
+@dataclass
+class Summary:
+    """Accumulates per-input records and renders them at the end of a run."""
+
+    method: str
+    output_dir: Path
+    model: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    records: list[Record] = field(default_factory=list)
+    inputs_found: int | None = None  # None: as many as there are records
+    seconds: float = 0.0
+    interrupted: bool = False
+    terminated: bool = False  # stopped by SIGTERM (implies interrupted)
+    check: dict[str, Any] | None = None  # set-level verdict of `cnnvis check`
+    extra: dict[str, Any] = field(default_factory=dict)  # more top-level fields
+
+    def add(self, record: Record) -> None:
+        self.records.append(record)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for r in self.records if not r.ok)
+
+    @property
+    def processed(self) -> int:
+        return len(self.records) - self.failed
+
+    @property
+    def inputs(self) -> int:
+        return max(self.inputs_found or 0, len(self.records))
+
+    def _counts(self, pick: str) -> dict[str, int]:
+        counts: Counter[str] = Counter()
+        for record in self.records:
+            target = record.primary if pick == "explained" else record.predicted
+            if record.ok and target is not None:
+                counts[target.class_name or str(target.class_index)] += 1
+        return dict(counts.most_common())
+
+    def class_counts(self) -> dict[str, int]:
+        """How often each class was explained (the primary target)."""
+        return self._counts("explained")
+
+    def predicted_counts(self) -> dict[str, int]:
+        """How often the model predicted each class (its own top-1)."""
+        return self._counts("predicted")
+
+    def metric_means(self) -> dict[str, float | None]:
+        """Mean of each per-image metric (and IG's completeness gap) over processed inputs."""
+        values: dict[str, list[float]] = {}
+        for record in self.records:
+            figures = dict(record.metrics)
+            gaps = record.facts.get("completeness_gap")
+            if isinstance(gaps, list) and gaps and gaps[0] is not None:
+                figures["completeness_gap"] = gaps[0]
+            for name, value in figures.items():
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    values.setdefault(name, []).append(float(value))
+        return {name: _mean(numbers) for name, numbers in values.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        totals: dict[str, Any] = {
+            "inputs": self.inputs,
+            "processed": self.processed,
+            "failed": self.failed,
+            "not_processed": self.inputs - len(self.records),
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.processed / self.seconds, 3)
+            if self.seconds > 0
+            else None,
+            "classes": self.class_counts(),
+            "predicted_classes": self.predicted_counts(),
+            "interrupted": self.interrupted,
+        }
+        means = self.metric_means()
+        if means:
+            totals["metrics"] = means
+        return {
+            "version": SUMMARY_VERSION,
+            "tool": {"name": "cnnvis", "version": __version__},
+            "model": self.model,
+            "method": self.method,
+            "params": self.params,
+            **self.extra,
+            "output_dir": str(self.output_dir),
+            "results": [r.to_json() for r in self.records],
+            **({"check": self.check} if self.check is not None else {}),
+            "totals": totals,
+        }
+
+    def to_json(self) -> str:
+        return strict_json(self.to_dict())
+
+    def write(self, path: Path | None = None) -> Path:
+        """Write ``summary.json`` atomically into the output folder (or to ``path``)."""
+        path = path or self.output_dir / SUMMARY_NAME
+        write_text(path, self.to_json() + "\n")
+        return path
+
+    def exit_code(self) -> int:
+        """143 terminated, 130 interrupted, 3 a failed check, 1 some inputs failed, else 0."""
+        if self.terminated:
+            return EXIT_TERMINATED
+        if self.interrupted:
+            return EXIT_INTERRUPTED
+        if self.check is not None and not self.check["passed"]:
+            return EXIT_CHECK_FAILED
+        return EXIT_SOME_FAILED if self.failed else EXIT_OK
+
+    def print_table(self, console: Console, title: str | None = None) -> None:
+        """The closing table: images, failures, classes, metrics, output folder, seconds."""
+        table = Table(
+            title=title or f"cnnvis {self.method}", show_header=False, title_justify="left"
+        )
+        table.add_column(style="bold")
+        table.add_column()
+        table.add_row("images", f"{self.processed} processed of {self.inputs}")
+        table.add_row("failures", f"[red]{self.failed}[/red]" if self.failed else "0")
+        explained, predicted = self.class_counts(), self.predicted_counts()
+        if explained == predicted:
+            table.add_row("classes found", _counts_text(explained))
+        else:
+            table.add_row("explained", _counts_text(explained))
+            table.add_row("predicted", _counts_text(predicted))
+        for name, mean in self.metric_means().items():
+            table.add_row(f"mean {name.replace('_', ' ')}", "-" if mean is None else f"{mean:.4f}")
+        table.add_row("output folder", escape(printable(self.output_dir)))
+        rate = f" ({self.processed / self.seconds:.1f} images/s)" if self.seconds > 0 else ""
+        table.add_row("seconds", f"{self.seconds:.1f}{rate}")
+        if self.check is not None:
+            verdict = "[green]passed[/green]" if self.check["passed"] else "[red]FAILED[/red]"
+            table.add_row(
+                "check",
+                f"{verdict}: mean energy {self.check['mean_energy']:.2f} "
+                f"(min {self.check['min_energy']}), hit rate {self.check['hit_rate']:.2f} "
+                f"(min {self.check['min_hit_rate']}) over {self.check['images']} image(s)",
+            )
+        if self.interrupted:
+            table.add_row("status", "[yellow]interrupted[/yellow]")
+        console.print(table)
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return escape(printable(", ".join(f"{name} x{n}" for name, n in counts.items()))) or "-"
