@@ -4,14 +4,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench clean install
+OLDEST := .venv-oldest
+
+.PHONY: demo test test-fast test-oldest lint bench clean install
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --quiet -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -23,6 +25,16 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# the fast tests against the oldest supported TensorFlow, Keras, NumPy, Typer (ci/oldest.txt)
+$(OLDEST)/.installed: pyproject.toml ci/oldest.txt
+	test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install --quiet --quiet --upgrade pip
+	$(OLDEST)/bin/python -m pip install --quiet --quiet -c ci/oldest.txt -e '.[dev]'
+	touch $@
+
+test-oldest: $(OLDEST)/.installed
+	$(OLDEST)/bin/python -m pytest -q -m "not slow" -p no:cacheprovider
+
 lint: $(STAMP)
 	$(BIN)/ruff check cnnvis_cli tests benchmarks
 	$(BIN)/ruff format --check cnnvis_cli tests benchmarks
@@ -31,4 +43,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) cnnvis-out .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST) cnnvis-out .pytest_cache .ruff_cache

@@ -85,4 +85,8 @@ def invoke(*args: object):
 
     from cnnvis_cli.cli import app
 
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    try:  # Click < 8.2 mixes stderr into stdout unless told otherwise
+        runner = CliRunner(mix_stderr=False)
+    except TypeError:
+        runner = CliRunner()
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)

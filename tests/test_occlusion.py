@@ -160,8 +160,12 @@ def test_dynamic_input_size(dynamic_model):
         assert explanation.facts.patch == patch and explanation.maps[0].shape == size
 
 
-def test_locality_is_exactly_zero_outside_reach(keras_mod):
-    """Output depends on rows 8..13, cols 5..10 only: patches not touching them drop nothing."""
+def test_locality_is_zero_outside_reach(keras_mod):
+    """Output depends on rows 8..13, cols 5..10 only: patches not touching them drop nothing.
+
+    Nothing means float32 rounding at most: BLAS may block a batch's rows differently, so two
+    identical rows can differ in the last bit (seen with TensorFlow 2.16; 2.21 gives exact 0).
+    """
     keras_mod.utils.set_random_seed(3)
     inputs = keras_mod.Input((20, 20, 3))
     x = keras_mod.layers.Cropping2D(((8, 6), (5, 9)))(inputs)
@@ -186,8 +190,8 @@ def test_locality_is_exactly_zero_outside_reach(keras_mod):
     inside = reach(8, 14)[:, None] & reach(5, 11)[None, :]
     assert not inside.all()
     for b in range(2):
-        assert np.all(drop_maps[b, 0][~inside] == 0)
-        assert np.all(maps[b][~inside] == 0)
+        assert np.abs(drop_maps[b, 0][~inside]).max() <= 1e-6 * np.abs(drop_maps[b, 0]).max()
+        assert maps[b][~inside].max() <= 1e-6
         assert maps[b][inside].max() == pytest.approx(1.0, abs=1e-6)
 
 
@@ -211,7 +215,8 @@ def test_repeated_images_are_occluded_once(models):
     image = raw_images(1, (16, 16), seed=4)
     fractions: list[float] = []
     explanations = method.explain(np.repeat(image, 3, axis=0), fractions.append)
-    assert fractions == pytest.approx([1 / 3, 2 / 3, 1.0])
+    # the first image's chunks end at a third; each copy then jumps a third at once, unevaluated
+    assert fractions[-3:] == pytest.approx([1 / 3, 2 / 3, 1.0])
     for explanation in explanations[1:]:
         np.testing.assert_array_equal(explanation.maps[0], explanations[0].maps[0])
 

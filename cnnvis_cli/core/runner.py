@@ -46,7 +46,7 @@ from cnnvis_cli.output.render import (
     resize_map,
     write_png,
 )
-from cnnvis_cli.output.summary import Record, Summary, TargetRecord, rounded
+from cnnvis_cli.output.summary import Record, Summary, TargetRecord, print_json, rounded
 
 WRITES_IN_FLIGHT = 8  # rendered images queued for writing at most
 NOT_FINITE = (
@@ -350,6 +350,8 @@ def run_method(
                     loaded.release()
                     continue
                 record = new_record(loaded, explanation, adapter)
+                for note in record.notes:
+                    reporter.warning(loaded.item.path, note)
                 if metrics is not None:
                     try:
                         record.metrics = metrics(loaded, explanation)
@@ -470,7 +472,7 @@ def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | N
         finally:
             lock.release()
     if config.json_output:
-        print(summary.to_json(), flush=True)
+        print_json(summary.to_json())
     if not config.quiet:
         summary.print_table(
             stderr if config.json_output else stdout,

@@ -15,7 +15,7 @@ model's preprocessing)::
     D^c[i, j]  = mean of d_yx^c over the patches covering pixel (i, j)
 
 A positive ``D`` marks evidence for the class. The heatmap is ``max(D, 0) / (max D + eps)`` in
-[0, 1] — not min-max, so a region whose occlusion changes nothing stays exactly 0 — or, with
+[0, 1] — not min-max, so a region whose occlusion changes nothing stays 0 — or, with
 ``--signed``, ``D / (max |D| + eps)`` in [-1, 1] (negative: hiding it *raises* the score).
 
 Baselines: ``mean`` (the image's per-channel mean, default), ``zero``, ``gray`` (127.5), ``blur``
@@ -209,29 +209,34 @@ class Occlusion(CopiesMethod):
     # -- computation ----------------------------------------------------------------------------
 
     def image_drops(
-        self, image: np.ndarray, targets: np.ndarray, base: np.ndarray, report: Any = None
+        self, image: np.ndarray, targets: np.ndarray, report: Any = None
     ) -> tuple[np.ndarray, OcclusionFacts]:
-        """Averaged drop maps (K, h, w) of one raw image for its targets (K,) / outputs (K,)."""
+        """Averaged drop maps (K, h, w) of one raw image for its targets (K,).
+
+        The unoccluded image is evaluated as one more row of the same compiled function (a patch
+        at (-p, -p) covers nothing), so f(I) and f(I_yx) come from identical computations and a
+        patch that changes no input the model sees gives a drop of 0 (up to float32 rounding).
+        """
         tf, _ = tf_and_keras()
         height, width = image.shape[:2]
         patch, stride = self.geometry(height, width)
         ys, xs = patch_corners(height, patch, stride), patch_corners(width, patch, stride)
         total = len(ys) * len(xs)
+        grid = np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2)
+        corners = np.concatenate([[[-patch, -patch]], grid]).astype(np.int32)
         image_t = tf.constant(image)
         baseline_t = tf.constant(baseline_image(image, self.options.baseline, patch))
         patch_t = tf.constant(patch, tf.int32)
         targets_t = tf.constant(np.asarray(targets, dtype=np.int32))
-        outputs = np.empty((total, len(targets)), dtype=np.float64)
-        for chunk in self.evaluation_chunks(total):
-            index = chunk.index
-            corners = np.stack([ys[index // len(xs)], xs[index % len(xs)]], axis=1)
+        outputs = np.empty((total + 1, len(targets)), dtype=np.float64)
+        for chunk in self.evaluation_chunks(total + 1):
             result = self._occluded_outputs(
-                image_t, baseline_t, tf.constant(corners.astype(np.int32)), patch_t, targets_t
+                image_t, baseline_t, tf.constant(corners[chunk.index]), patch_t, targets_t
             ).numpy()
-            outputs[index[: chunk.real]] = result[: chunk.real]
+            outputs[chunk.index[: chunk.real]] = result[: chunk.real]
             if report is not None:
                 report(chunk.done)
-        drops = np.asarray(base, dtype=np.float64)[None, :] - outputs
+        drops = outputs[:1] - outputs[1:]
         drop_map = average_drop_map(
             drops.reshape(len(ys), len(xs), -1), ys, xs, patch, height, width
         )
@@ -249,7 +254,7 @@ class Occlusion(CopiesMethod):
         images = np.asarray(images, dtype=np.float32)
         count = len(images)
         chosen = self.predict_targets(images)
-        targets, outputs = chosen["targets"], chosen["outputs"]
+        targets = chosen["targets"]
         maps: list[np.ndarray] = []
         facts: list[OcclusionFacts] = []
         for b in range(count):
@@ -265,7 +270,7 @@ class Occlusion(CopiesMethod):
                 facts.append(facts[-1])
                 report(1.0)
                 continue
-            drop_map, fact = self.image_drops(images[b], targets[b], outputs[b], report)
+            drop_map, fact = self.image_drops(images[b], targets[b], report)
             maps.append(drop_map)
             facts.append(fact)
         return maps, chosen, facts

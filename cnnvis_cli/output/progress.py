@@ -66,6 +66,12 @@ class ProgressReporter:
         """One line naming the failed file and why."""
         self.fatal(f"{printable(path)}: {message}")
 
+    def warning(self, path: Path | str, message: str) -> None:
+        """One line about a file that was processed with a caveat (suppressed by --quiet)."""
+        if not self.quiet:
+            text = escape(printable(f"{printable(path)}: {message}"))
+            self.console.print(f"[yellow]warning[/yellow]: {text}", highlight=False, soft_wrap=True)
+
     def fatal(self, message: str) -> None:
         """One ``error:`` line (a setup error, or a file that could not be processed)."""
         self.console.print(

@@ -52,31 +52,69 @@ def colormap_code(name: str) -> int | np.ndarray:
 UPSAMPLE_MODES = ("bilinear", "bicubic", "corners")
 
 
-def _align_corners(values: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize that maps corner pixel centres onto corner pixel centres (TF1's
-    ``align_corners=True``, tf-keras-vis' choice): x_in = x_out (w_in - 1) / (w_out - 1)."""
-    h_in, w_in = values.shape[:2]
-    ys = np.arange(height, dtype=np.float32) * ((h_in - 1) / max(height - 1, 1))
-    xs = np.arange(width, dtype=np.float32) * ((w_in - 1) / max(width - 1, 1))
-    map_x, map_y = np.meshgrid(xs, ys)
-    return cv2.remap(values, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+def _keys_cubic(distance: np.ndarray, a: float = -0.5) -> np.ndarray:
+    """Keys' cubic convolution kernel (a = -0.5, as TensorFlow's half-pixel bicubic)."""
+    d = np.abs(distance)
+    near = (a + 2) * d**3 - (a + 3) * d**2 + 1
+    far = a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a
+    return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
+
+
+def _cubic_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) weights of half-pixel bicubic resampling; taps outside the map are
+    dropped and the remaining weights renormalised to sum to 1 (TensorFlow's border rule)."""
+    source = (np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5
+    base = np.floor(source).astype(np.int64)
+    matrix = np.zeros((size_out, size_in))
+    for offset in (-1, 0, 1, 2):
+        index = base + offset
+        inside = (index >= 0) & (index < size_in)
+        weight = np.where(inside, _keys_cubic(source - index), 0.0)
+        np.add.at(matrix, (np.arange(size_out), np.clip(index, 0, size_in - 1)), weight)
+    return matrix / matrix.sum(axis=1, keepdims=True)
+
+
+def _corners_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) weights of bilinear resampling with aligned corners:
+    x_in = x_out (size_in - 1) / (size_out - 1)."""
+    source = np.arange(size_out) * ((size_in - 1) / max(size_out - 1, 1))
+    low = np.clip(np.floor(source).astype(np.int64), 0, size_in - 1)
+    high = np.minimum(low + 1, size_in - 1)
+    fraction = source - low
+    matrix = np.zeros((size_out, size_in))
+    np.add.at(matrix, (np.arange(size_out), low), 1.0 - fraction)
+    np.add.at(matrix, (np.arange(size_out), high), fraction)
+    return matrix
+
+
+def _separable(values: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``rows @ values @ cols.T`` over the first two axes (channels kept), as float32."""
+    resized = np.einsum("Hh,hw...,Ww->HW...", rows, values.astype(np.float64), cols)
+    return resized.astype(np.float32)
 
 
 def resize_map(values: np.ndarray, height: int, width: int, mode: str = "bilinear") -> np.ndarray:
     """Resize an h x w (or h x w x c) float map to height x width.
 
     ``bilinear``: half-pixel centres (OpenCV ``INTER_LINEAR``, = ``tf.image.resize`` bilinear
-    and PyTorch ``align_corners=False``); ``bicubic``: OpenCV ``INTER_CUBIC`` (Xplique's choice);
-    ``corners``: bilinear with aligned corners (tf-keras-vis).
+    and PyTorch ``align_corners=False``); ``bicubic``: half-pixel Keys cubic, as
+    ``tf.image.resize(method="bicubic")`` (Xplique); ``corners``: bilinear with aligned corners
+    (TF1's ``align_corners=True``, tf-keras-vis).
     """
     values = np.asarray(values, dtype=np.float32)
     if values.shape[:2] == (height, width):
         return values
     if mode == "corners":
-        resized = _align_corners(values, height, width)
-    elif mode in ("bilinear", "bicubic"):
-        flag = cv2.INTER_LINEAR if mode == "bilinear" else cv2.INTER_CUBIC
-        resized = cv2.resize(values, (width, height), interpolation=flag)
+        rows, cols = (
+            _corners_matrix(values.shape[0], height),
+            _corners_matrix(values.shape[1], width),
+        )
+        resized = _separable(values, rows, cols)
+    elif mode == "bicubic":
+        rows, cols = _cubic_matrix(values.shape[0], height), _cubic_matrix(values.shape[1], width)
+        resized = _separable(values, rows, cols)
+    elif mode == "bilinear":
+        resized = cv2.resize(values, (width, height), interpolation=cv2.INTER_LINEAR)
     else:
         raise ValueError(f"unknown --upsample {mode!r}; use {', '.join(UPSAMPLE_MODES)}")
     if values.ndim == 3 and resized.ndim == 2:  # cv2 drops a single channel axis
@@ -117,6 +155,19 @@ def signed_to_image(gradient: np.ndarray, *, spread: float = 0.15) -> np.ndarray
     return image
 
 
+def map_at_size(
+    native: np.ndarray, height: int, width: int, kind: str, upsample: str = "bilinear"
+) -> np.ndarray:
+    """A method's map at an image's own resolution, as ``--save-raw`` writes it: heatmaps
+    clipped to [0, 1], signed heatmaps to [-1, 1], gradient maps (h x w x c) unclipped."""
+    full = resize_map(native, height, width, upsample)
+    if kind == "heatmap":
+        return np.clip(full, 0.0, 1.0)
+    if kind == "signed":
+        return np.clip(full, -1.0, 1.0)
+    return full
+
+
 def render_map(
     original: np.ndarray,
     native: np.ndarray,
@@ -132,13 +183,11 @@ def render_map(
     overlaid with the diverging colormap) or ``gradient`` (signed h x w x c, centred on grey).
     """
     height, width = original.shape[:2]
-    full = resize_map(native, height, width, upsample)
+    full = map_at_size(native, height, width, kind, upsample)
     if kind == "gradient":
         return full, signed_to_image(full)
     if kind == "signed":
-        full = np.clip(full, -1.0, 1.0)
         return full, overlay(original, (full + 1.0) / 2.0, alpha=alpha, colormap=DIVERGING)
-    full = np.clip(full, 0.0, 1.0)
     return full, overlay(original, full, alpha=alpha, colormap=colormap)
 
 

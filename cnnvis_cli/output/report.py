@@ -70,7 +70,7 @@ def _link(path: str | os.PathLike[str], out_dir: Path) -> str:
         rel = os.path.relpath(path, out_dir)
     except ValueError:  # Windows: another drive, no relative path exists
         return Path(path).resolve().as_uri()
-    return quote(Path(rel).as_posix(), safe="/")
+    return quote(Path(rel).as_posix(), safe="/", errors="surrogateescape")  # the name's bytes
 
 
 def _slug(key: str) -> str:

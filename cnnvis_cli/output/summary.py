@@ -64,6 +64,11 @@ def strict_json(data: Any, *, indent: int | None = 2) -> str:
     return json.dumps(finite(data), indent=indent, ensure_ascii=False, allow_nan=False)
 
 
+def print_json(text: str) -> None:
+    """Print JSON text to stdout; undecodable bytes of file names stay ``\\udcXX`` escapes."""
+    print(text.encode("utf-8", "backslashreplace").decode("utf-8"), flush=True)
+
+
 def rounded(value: float) -> float | None:
     return round(value, 6) if math.isfinite(value) else None
 
