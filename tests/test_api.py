@@ -33,7 +33,7 @@ def test_explain_equals_the_clis_raw_maps(folder, saved_model, tmp_path, method,
         assert got.input == path and got.maps[0].shape == raw[path].shape
         np.testing.assert_allclose(got.maps[0], raw[path], atol=1e-6)
         record = next(r for r in summary["results"] if r["input"] == path)
-        assert got.targets[0] == record["class_index"] and got.class_names[0] == record["class_name"]
+        assert (got.targets[0], got.class_names[0]) == (record["class_index"], record["class_name"])
         assert got.scores[0] == pytest.approx(record["score"], abs=1e-5)
 
 
