@@ -24,10 +24,15 @@ CHECK_SUMMARY = (
     "exit 3 when the set fails."
 )
 
+SANITY_SUMMARY = (
+    "Should I trust this map? Randomise the weights layer by layer and see whether each "
+    "method's map changes; exit 3 when one does not."
+)
+
 
 class LazyGroup(TyperGroup):
-    """The top-level group: method commands (and ``check``, which takes every method's options)
-    are built on first use; listing them for ``--help`` imports nothing."""
+    """The top-level group: method commands (and ``check`` and ``sanity``, which take every
+    method's options) are built on first use; listing them for ``--help`` imports nothing."""
 
     _listing = False
 
@@ -37,6 +42,7 @@ class LazyGroup(TyperGroup):
 
         found = {name: (method_summary(name), METHODS_PANEL) for name in method_names()}
         found["check"] = (CHECK_SUMMARY, TOOLS_PANEL)
+        found["sanity"] = (SANITY_SUMMARY, TOOLS_PANEL)
         return found
 
     def list_commands(self, ctx: Any) -> list[str]:
@@ -58,6 +64,10 @@ class LazyGroup(TyperGroup):
             from cnnvis_cli.cli.check import check_command
 
             function = check_command()
+        elif cmd_name == "sanity":
+            from cnnvis_cli.cli.sanity import sanity_command
+
+            function = sanity_command()
         else:
             function = method_command(cmd_name)
         command = build_click_command(cmd_name, function, panel)

@@ -156,6 +156,14 @@ def finite_explanation(explanation: Explanation) -> bool:
     return all(np.isfinite(m).all() for m in explanation.maps)
 
 
+def output_path(out: Path, item: InputItem, ending: str, inputs: set[Path]) -> Path:
+    """``OUT/<relative dir>/<stem>_<ending>`` (shortened to fit); InputError if it is an input."""
+    path = out / item.rel_dir / fit_name(f"{item.out_stem}_{ending}")
+    if path.resolve() in inputs:
+        raise InputError(f"output {path} would overwrite an input; choose another -o/--out")
+    return path
+
+
 @dataclass
 class Work:
     """One explained image on its way to the writer."""
@@ -177,11 +185,7 @@ class OutputWriter:
         self.pending: deque[tuple[LoadedImage, Future]] = deque()
 
     def output_path(self, item: InputItem, name: str, suffix: str, tag: str = "") -> Path:
-        folder = self.config.out / item.rel_dir
-        path = folder / fit_name(f"{item.out_stem}_{name}{tag}{suffix}")
-        if path.resolve() in self.inputs:
-            raise InputError(f"output {path} would overwrite an input; choose another -o/--out")
-        return path
+        return output_path(self.config.out, item, f"{name}{tag}{suffix}", self.inputs)
 
     def _render(self, original: np.ndarray, native: np.ndarray, kind: str):
         return render_map(

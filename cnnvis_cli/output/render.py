@@ -222,3 +222,20 @@ def panel(tiles: list[tuple[str, np.ndarray]], header: str, tile_height: int = 2
     gap = np.full((columns[0].shape[0], 6, 3), 255, np.uint8)
     body = np.hstack([part for column in columns for part in (column, gap)][:-1])
     return np.vstack([_label(body.shape[1], header, height=32, scale=0.6), body])
+
+
+def grid(
+    rows: list[tuple[str, list[tuple[str, np.ndarray]]]], header: str, tile_height: int = 128
+) -> np.ndarray:
+    """Rows of labelled tiles (each row a :func:`panel` under its own title) under a header.
+
+    Rows narrower than the widest are padded with white on the right.
+    """
+    panels = [panel(tiles, title, tile_height) for title, tiles in rows]
+    width = max(p.shape[1] for p in panels)
+    gap = np.full((6, width, 3), 255, np.uint8)
+    parts = [_label(width, header, height=32, scale=0.6)]
+    for picture in panels:
+        pad = np.full((picture.shape[0], width - picture.shape[1], 3), 255, np.uint8)
+        parts += [gap, np.hstack([picture, pad])]
+    return np.vstack(parts)

@@ -167,7 +167,7 @@ class _Page:
             f"<h1>cnnvis <span>{_e(method)}</span></h1>"
             f'<p class="sub">{_e(model_name)} · cnnvis{_e(version)} {flags}</p>'
             f'<dl class="facts">{items}</dl>'
-            f"{self.verdict()}{self.params()}"
+            f"{self.verdict()}{sanity_section(self.summary, self.out_dir)}{self.params()}"
             "</header>"
         )
 
@@ -259,7 +259,8 @@ class _Page:
             label = _class_label(target.get("class_name"), target.get("class_index"))
             prefix = f"#{rank + 1} " if len(targets) > 1 else ""
             caption = f"{prefix}{label} · {_fmt(target.get('score'))}"
-            overlay = (target.get("outputs") or {}).get("overlay")
+            outputs = target.get("outputs") or {}
+            overlay = outputs.get("overlay") or outputs.get("grid")  # grid: `cnnvis sanity`
             thumbs.append(self.picture(overlay, caption, f"overlay {name}: {label}"))
 
         body = [f'<h2 title="{_e(source)}">{_e(name)}</h2>']
@@ -332,7 +333,7 @@ class _Page:
         records = result.get("targets") or [result]
         for record in records:
             for kind, path in (record.get("outputs") or {}).items():
-                if kind == "overlay" or not path or not Path(str(path)).is_file():
+                if kind in ("overlay", "grid") or not path or not Path(str(path)).is_file():
                     continue
                 href = _link(Path(str(path)), self.out_dir)
                 links.append(f'<a href="{_e(href)}">{_e(Path(str(path)).name)}</a>')
@@ -355,6 +356,73 @@ class _Page:
             f'<section id="grid" class="grid">{cards}</section></main>'
             f"<script>{SCRIPT}</script></body></html>\n"
         )
+
+
+def sanity_section_data(summary: dict[str, Any], out_dir: Path) -> dict[str, Any] | None:
+    """What the report shows of a ``cnnvis sanity`` run (None for other runs): the verdict, the
+    plot's link and a row per method with the verdict statistic at every step."""
+    from cnnvis_cli.evaluation.similarity import MEASURE_LABELS
+
+    sanity = summary.get("sanity")
+    if not isinstance(sanity, dict) or not isinstance(sanity.get("verdict"), dict):
+        return None
+    verdict = sanity["verdict"]
+    statistic = verdict.get("statistic") or "spearman_abs"
+    plot = sanity.get("plot")
+    rows = []
+    for method, result in (verdict.get("methods") or {}).items():
+        curve = (sanity.get("methods") or {}).get(method) or {}
+        values = ((curve.get("mean") or {}).get(statistic)) or []
+        rows.append(
+            {
+                "method": method,
+                "title": curve.get("title") or method,
+                "values": [_fmt(v, 2) for v in values],
+                "passed": result.get("passed"),
+            }
+        )
+    return {
+        "test": sanity.get("test") or "cascading",
+        "passed": verdict.get("passed"),
+        "statistic": MEASURE_LABELS.get(statistic, statistic),
+        "step": verdict.get("step"),
+        "threshold": verdict.get("max_similarity"),
+        "images": verdict.get("images"),
+        "columns": [str(step.get("label")) for step in sanity.get("steps") or []],
+        "rows": rows,
+        "plot": _link(plot, out_dir) if plot and Path(str(plot)).is_file() else None,
+    }
+
+
+def sanity_section(summary: dict[str, Any], out_dir: Path) -> str:
+    """The HTML fragment of :func:`sanity_section_data` (empty for other runs)."""
+    data = sanity_section_data(summary, out_dir)
+    if data is None:
+        return ""
+    state = {True: ("good", "passed"), False: ("bad", "FAILED")}.get(data["passed"], ("", "-"))
+    head = "".join(f"<th>{_e(c)}</th>" for c in data["columns"])
+    body = ""
+    for row in data["rows"]:
+        word = {True: "passed", False: "FAILED"}.get(row["passed"], "-")
+        cls = {True: "good", False: "bad"}.get(row["passed"], "muted")
+        cells = "".join(f"<td>{_e(v)}</td>" for v in row["values"])
+        body += (
+            f'<tr><th scope="row">{_e(row["title"])}</th>{cells}'
+            f'<td class="{cls}">{_e(word)}</td></tr>'
+        )
+    plot = (
+        f'<a href="{_e(data["plot"])}"><img src="{_e(data["plot"])}" alt="similarity plot"></a>'
+        if data["plot"]
+        else ""
+    )
+    return (
+        f'<section class="sanity"><div class="verdict {state[0]}"><strong>sanity {state[1]}'
+        f"</strong><span>{_e(data['test'])} randomisation · {_e(data['statistic'])} to the "
+        f"trained model's map, mean over {_e(data['images'])} image(s) · passes below "
+        f"{_e(data['threshold'])} after re-initialising {_e(data['step'])}</span></div>"
+        f'<div class="sanity-body">{plot}<table><thead><tr><th>method</th>{head}<th>verdict</th>'
+        f"</tr></thead><tbody>{body}</tbody></table></div></section>"
+    )
 
 
 def write_report(summary: dict[str, Any], out_dir: Path) -> Path:
@@ -430,6 +498,11 @@ color:var(--bad);overflow-wrap:anywhere}
 .note{margin:8px 0 0;font-size:12px;color:var(--muted)}
 .files{margin:8px 0 0;font-size:12px}.files a{color:var(--accent);margin-right:8px}
 .empty{color:var(--muted)}
+.sanity-body{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start;margin-top:10px}
+.sanity-body img{max-width:100%;width:760px;height:auto;border-radius:4px;background:#fff}
+.sanity table{border-collapse:collapse;font-variant-numeric:tabular-nums}
+.sanity th,.sanity td{padding:3px 8px;border-bottom:1px solid var(--line);text-align:right}
+.sanity th[scope=row]{text-align:left}td.good{color:var(--good)}td.bad{color:var(--bad)}
 """
 
 SCRIPT = """
