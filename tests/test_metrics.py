@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cnnvis_cli.core.adapter import ModelAdapter
-from cnnvis_cli.evaluation.deletion_insertion import (
+from cnnvis_cli.evaluation.metrics.deletion_insertion import (
     FaithfulnessMetrics,
     rank_map,
     step_counts,

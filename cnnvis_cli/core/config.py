@@ -156,13 +156,16 @@ class RunConfig:
     )
     metrics: str | None = option(
         None,
-        "Faithfulness metrics per image, comma-separated: deletion, insertion (Petsiuk et al., "
-        "2018).",
+        "Metrics per image, comma-separated: deletion, insertion, mufidelity, road, avgdrop, "
+        "increase, sparseness, complexity (README: Metrics).",
         metavar="NAME,NAME",
         panel=METRICS_PANEL,
     )
     metric_steps: int = option(
         32, "Steps of the deletion/insertion curves.", metavar="N", min=1, panel=METRICS_PANEL
+    )
+    metric_samples: int = option(
+        128, "Random subsets per image for mufidelity.", metavar="N", min=2, panel=METRICS_PANEL
     )
     report: bool = option(
         False, "Write OUT/index.html, a self-contained gallery.", panel=METRICS_PANEL

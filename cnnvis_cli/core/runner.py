@@ -91,7 +91,7 @@ def check_writable_file(path: Path, what: str) -> None:
 
 def validate_config(config: RunConfig) -> None:
     """Option checks that need no model: exit 2 before anything is loaded."""
-    from cnnvis_cli.evaluation.deletion_insertion import METRICS
+    from cnnvis_cli.evaluation.metrics import metric_names
 
     if not 0.0 <= config.alpha <= 1.0:
         raise CnnvisError(f"--alpha must be between 0 and 1, got {config.alpha}")
@@ -106,11 +106,11 @@ def validate_config(config: RunConfig) -> None:
             Targets(class_index=0, top_k=config.top_k)  # raises: they conflict
     except ValueError as exc:
         raise CnnvisError(str(exc)) from None
-    unknown = [m for m in config.metric_names if m not in METRICS]
+    unknown = [m for m in config.metric_names if m not in metric_names()]
     if unknown:
         raise CnnvisError(
             f"unknown metric(s) {', '.join(unknown)} for --metrics; choose from "
-            f"{', '.join(METRICS)}"
+            f"{', '.join(metric_names())}"
         )
 
 
@@ -261,17 +261,16 @@ class _BatchProgress:
 
 
 class MetricEvaluator:
-    """Deletion/insertion AUCs of the first target's map, at the model input's resolution."""
+    """The ``--metrics`` of the first target's map, at the model input's resolution."""
 
     def __init__(self, config: RunConfig, method: Method) -> None:
-        from cnnvis_cli.evaluation.deletion_insertion import FaithfulnessMetrics
+        from cnnvis_cli.evaluation.metrics import MetricSuite
+        from cnnvis_cli.evaluation.metrics.base import MetricSettings
 
-        self.metrics = FaithfulnessMetrics(
-            method.adapter,
-            metrics=config.metric_names,
-            steps=config.metric_steps,
-            batch_size=config.eval_batch,
+        settings = MetricSettings(
+            steps=config.metric_steps, samples=config.metric_samples, batch_size=config.eval_batch
         )
+        self.metrics = MetricSuite(method.adapter, config.metric_names, settings)
 
     def __call__(self, loaded: LoadedImage, explanation: Explanation) -> dict[str, float | None]:
         height, width = loaded.tensor.shape[:2]

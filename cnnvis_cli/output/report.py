@@ -30,12 +30,20 @@ REPORT_NAME = "index.html"
 # Formats a browser displays in <img>; other inputs (e.g. TIFF) get a link instead.
 BROWSER_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".svg", ".avif")
 
-METRIC_LABELS = {"deletion_auc": "deletion AUC", "insertion_auc": "insertion AUC"}
+
+def _metric_keys() -> dict[str, Any]:
+    from cnnvis_cli.evaluation.metrics import KEYS
+
+    return KEYS
+
+
+METRIC_LABELS = {key: info.label for key, info in _metric_keys().items()}
 # Sort direction that puts the best first: a low deletion AUC is good, a high insertion AUC is.
-METRIC_BEST_FIRST = {"deletion_auc": "asc", "insertion_auc": "desc"}
+METRIC_BEST_FIRST = {
+    key: "asc" if info.better == "lower" else "desc" for key, info in _metric_keys().items()
+}
 METRIC_HINTS = {
-    "deletion_auc": "lower is better: the output falls fast when the top pixels are removed",
-    "insertion_auc": "higher is better: the output rises fast when the top pixels are restored",
+    key: f"{info.better} is better: {info.hint}" for key, info in _metric_keys().items()
 }
 
 

@@ -32,12 +32,19 @@ image, the start/end images and the rank map with the broadcast comparison ``ran
 chunk of step images exists at any time. Chunks come from ``core.batching.chunks`` (equal sizes,
 the last padded by repeating its last ``k``), so the function is traced once per input shape.
 
-Conventions against Xplique's ``Deletion``/``Insertion``: Xplique removes ``steps`` equal
-fractions of the pixels ranked by the explanation and replaces them with a ``baseline_mode``
-value (0 by default) in model-input space, for both metrics, and integrates with the trapezoid
-rule over ``steps + 1`` points as here. cnnvis deletes to black *raw* pixels (0 before
-preprocessing) and inserts onto a blurred copy, as Petsiuk et al. do; the target's probability
-(the model output) is what is integrated.
+Conventions against Xplique's ``Deletion`` / ``Insertion`` (``xplique/metrics/fidelity.py``),
+which integrate with the same trapezoid rule over ``steps + 1`` points:
+
+- baseline: Xplique replaces pixels with one ``baseline_mode`` value (0 by default) in
+  model-input space for both metrics; cnnvis deletes to black *raw* pixels (0 before
+  preprocessing) and inserts onto a blurred copy, as Petsiuk et al. do;
+- step sizes: Xplique changes ``np.linspace(0, n, steps + 1, dtype=int32)`` pixels, i.e.
+  floor(t n / steps); cnnvis rounds halves up (k_t above) — the counts differ by at most one;
+- order: Xplique ranks by ``np.argsort(map)[::-1]`` (ties in an unspecified order) and averages a
+  multi-channel map over its channels; cnnvis ranks the non-negative heat the pipeline derives
+  from any map (|g| summed over channels for gradient maps) with ties by pixel index;
+- score: Xplique integrates the model's raw output (logits unless ``activation="softmax"``);
+  cnnvis the model's output, a probability for softmax and sigmoid heads.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from cnnvis_cli.core.adapter import ModelAdapter
 from cnnvis_cli.core.batching import chunk_size, chunks
 from cnnvis_cli.core.tf import tf_and_keras
 from cnnvis_cli.core.tracing import Compiled
+from cnnvis_cli.evaluation.metrics.base import MetricSettings, validate
 from cnnvis_cli.methods.baselines import gaussian_blur
 
 METRICS = ("deletion", "insertion")
@@ -138,6 +146,13 @@ class FaithfulnessMetrics:
         self.return_curves = bool(return_curves)
         self._step_outputs = Compiled(self._step_outputs_fn)
 
+    @classmethod
+    def from_settings(
+        cls, adapter: ModelAdapter, settings: MetricSettings, names: Sequence[str]
+    ) -> FaithfulnessMetrics:
+        """The registry's constructor: ``names`` among deletion, insertion."""
+        return cls(adapter, metrics=names, steps=settings.steps, batch_size=settings.batch_size)
+
     def trace_counts(self) -> dict[str, int]:
         """How many times the compiled step function was traced (once per input shape)."""
         return {"step_outputs": self._step_outputs.traces}
@@ -178,34 +193,7 @@ class FaithfulnessMetrics:
     def _validate(
         self, image: np.ndarray, saliency: np.ndarray, class_index: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        image = np.asarray(image, dtype=np.float32)
-        saliency = np.asarray(saliency, dtype=np.float64)
-        if image.ndim == 2:
-            image = image[:, :, None]
-        if image.ndim != 3 or image.shape[2] != self.adapter.channels:
-            raise ValueError(
-                f"image must be h x w x {self.adapter.channels} raw pixels, got {image.shape}"
-            )
-        size = self.adapter.input_size
-        if size is not None and image.shape[:2] != size:
-            raise ValueError(
-                f"image is {image.shape[0]}x{image.shape[1]}; the model expects {size[0]}x{size[1]}"
-            )
-        if saliency.ndim == 3 and saliency.shape[2] == 1:
-            saliency = saliency[:, :, 0]
-        if saliency.shape != image.shape[:2]:
-            raise ValueError(
-                f"saliency must be an h x w map at the image's resolution {image.shape[:2]}, "
-                f"got {saliency.shape}"
-            )
-        if not np.isfinite(saliency).all():
-            raise ValueError("saliency contains NaN or infinite values")
-        if isinstance(class_index, bool) or not 0 <= int(class_index) < self.adapter.num_classes:
-            raise ValueError(
-                f"class index {class_index} is out of range: the model has "
-                f"{self.adapter.num_classes} classes"
-            )
-        return image, saliency
+        return validate(self.adapter, image, saliency, class_index)
 
     def _curve(
         self,
