@@ -108,7 +108,8 @@ class _Run:
 
         name = self.adapter.class_name(result.class_index) or f"class {result.class_index}"
         header = f"{loaded.item.path.name}: {name} ({result.score:.3f}), {self.test.test}"
-        picture = grid_picture(loaded.tensor, result.maps, self.titles, self.labels, header)
+        tile = min(128, int(loaded.tensor.shape[0]))  # never enlarge a small model's maps
+        picture = grid_picture(loaded.tensor, result.maps, self.titles, self.labels, header, tile)
         path = output_path(self.config.out, loaded.item, "sanity.png", self.inputs)
         write_png(path, picture)
         return path
