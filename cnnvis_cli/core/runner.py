@@ -413,39 +413,51 @@ def finish_outputs(
     return None
 
 
-def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | None = None) -> int:
-    """Run one explanation command end to end and return its exit code."""
+def open_inputs(
+    config: RunConfig, lock: OutputLock, junit: Path | None
+) -> tuple[list[InputItem], list[tuple[Path, str]]]:
+    """Option checks, the output folder (locked, stale temporaries removed) and the inputs;
+    CnnvisError when nothing can be processed."""
+    validate_config(config)
+    if junit is not None:
+        check_writable_file(junit, "the JUnit file")
+    prepare_output_dir(config.out)
+    lock.acquire()
+    remove_stale_temporaries(config.out)
+    items, problems = discover(config.images, recursive=config.recursive, out_dir=config.out)
+    if not items and problems:
+        reasons = "; ".join(f"{path}: {message}" for path, message in problems)
+        raise CnnvisError(f"nothing to process ({reasons})")
+    if not items:
+        raise CnnvisError(no_images_message(config))
+    return items, problems
+
+
+def load_adapter(config: RunConfig) -> ModelAdapter:
+    """The run's model, loaded as its options say."""
     from cnnvis_cli.core.loading import load_model
 
+    return load_model(
+        config.model,
+        class_names=config.class_names,
+        preprocess=config.preprocess,
+        weights=config.weights,
+        output=config.output,
+        unsafe=config.unsafe_load,
+        custom_objects=config.custom_objects,
+    )
+
+
+def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | None = None) -> int:
+    """Run one explanation command end to end and return its exit code."""
     stdout = stdout or Console()
     stderr = stderr or Console(stderr=True)
     current_umask()  # read once, in the main thread, before any writer thread starts
     with ProgressReporter(stderr, quiet=config.quiet) as reporter, terminate_as_interrupt():
         lock = OutputLock(config.out)
         try:
-            validate_config(config)
-            if config.junit is not None:
-                check_writable_file(config.junit, "the JUnit file")
-            prepare_output_dir(config.out)
-            lock.acquire()
-            remove_stale_temporaries(config.out)
-            items, problems = discover(
-                config.images, recursive=config.recursive, out_dir=config.out
-            )
-            if not items and problems:
-                reasons = "; ".join(f"{path}: {message}" for path, message in problems)
-                raise CnnvisError(f"nothing to process ({reasons})")
-            if not items:
-                raise CnnvisError(no_images_message(config))
-            adapter = load_model(
-                config.model,
-                class_names=config.class_names,
-                preprocess=config.preprocess,
-                weights=config.weights,
-                output=config.output,
-                unsafe=config.unsafe_load,
-                custom_objects=config.custom_objects,
-            )
+            items, problems = open_inputs(config, lock, config.junit)
+            adapter = load_adapter(config)
             method = build_method(config, adapter, len(items))
         except CnnvisError as exc:
             lock.release()

@@ -50,6 +50,7 @@ from cnnvis_cli.core.tracing import Compiled
 from cnnvis_cli.evaluation.randomization import Group, Randomizer, clone_adapter, layer_groups
 from cnnvis_cli.evaluation.similarity import MEASURES, normalize_absolute, similarities
 from cnnvis_cli.methods.base import Explanation, Method
+from cnnvis_cli.methods.compare import check_method_names, split_methods
 from cnnvis_cli.options import Options, option
 from cnnvis_cli.output.render import resize_map
 
@@ -60,11 +61,6 @@ VERDICT_MEASURE = "spearman_abs"
 GATE_PANEL = "Gate"
 
 ProgressCallback = Callable[[float], None]
-
-
-def split_names(text: str) -> list[str]:
-    """``"a, b,c"`` -> ``["a", "b", "c"]`` (duplicates dropped, order kept)."""
-    return list(dict.fromkeys(n.strip() for n in str(text).split(",") if n.strip()))
 
 
 @dataclass(frozen=True)
@@ -103,20 +99,11 @@ class SanityOptions:
     )
 
     def __post_init__(self) -> None:
-        from cnnvis_cli.methods import method_names
-
-        choices = [m for m in method_names() if m != "compare"]
-        chosen = split_names(self.methods)
-        unknown = [m for m in chosen if m not in choices]
-        if unknown or not chosen:
-            raise ValueError(
-                f"unknown method(s) {', '.join(unknown) or '(none)'} for --methods; use "
-                f"{', '.join(choices)}"
-            )
+        check_method_names(self.names, "sanity")
 
     @property
     def names(self) -> list[str]:
-        return split_names(self.methods)
+        return list(dict.fromkeys(split_methods(self.methods)))
 
 
 @dataclass(frozen=True)

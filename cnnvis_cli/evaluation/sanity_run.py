@@ -26,14 +26,7 @@ from rich.console import Console
 
 from cnnvis_cli.core.batching import Batching, chunk_size
 from cnnvis_cli.core.config import RunConfig
-from cnnvis_cli.core.discover import discover
-from cnnvis_cli.core.runner import (
-    check_writable_file,
-    no_images_message,
-    output_path,
-    prepare_output_dir,
-    validate_config,
-)
+from cnnvis_cli.core.runner import load_adapter, open_inputs, output_path
 from cnnvis_cli.core.signals import terminate_as_interrupt
 from cnnvis_cli.core.source import ImageSource
 from cnnvis_cli.errors import (
@@ -53,26 +46,12 @@ from cnnvis_cli.evaluation.sanity import (
     verdict,
 )
 from cnnvis_cli.options import Options
-from cnnvis_cli.output.files import OutputLock, current_umask, remove_stale_temporaries
+from cnnvis_cli.output.files import OutputLock, current_umask
 from cnnvis_cli.output.progress import ProgressReporter
 from cnnvis_cli.output.render import write_png
 from cnnvis_cli.output.summary import Record, Summary, TargetRecord, print_json, rounded
 
 SANITY_NAME = "sanity.json"
-
-
-def _load(config: RunConfig) -> Any:
-    from cnnvis_cli.core.loading import load_model
-
-    return load_model(
-        config.model,
-        class_names=config.class_names,
-        preprocess=config.preprocess,
-        weights=config.weights,
-        output=config.output,
-        unsafe=config.unsafe_load,
-        custom_objects=config.custom_objects,
-    )
 
 
 def _record(path: Path, result: ImageSanity, adapter: Any, grid: Path | None) -> Record:
@@ -247,21 +226,8 @@ def run_sanity(
     with ProgressReporter(stderr, quiet=config.quiet) as reporter, terminate_as_interrupt():
         lock = OutputLock(config.out)
         try:
-            validate_config(config)
-            if options.junit is not None:
-                check_writable_file(options.junit, "the JUnit file")
-            prepare_output_dir(config.out)
-            lock.acquire()
-            remove_stale_temporaries(config.out)
-            items, problems = discover(
-                config.images, recursive=config.recursive, out_dir=config.out
-            )
-            if not items and problems:
-                reasons = "; ".join(f"{path}: {message}" for path, message in problems)
-                raise CnnvisError(f"nothing to process ({reasons})")
-            if not items:
-                raise CnnvisError(no_images_message(config))
-            adapter = _load(config)
+            items, problems = open_inputs(config, lock, options.junit)
+            adapter = load_adapter(config)
             class_index = adapter.class_index(config.class_spec) if config.class_spec else None
             test = SanityTest(
                 adapter,
@@ -272,7 +238,7 @@ def run_sanity(
                 class_index=class_index,
                 batching=Batching(chunk_size(len(items), config.batch_size), config.eval_batch),
                 upsample=config.upsample,
-                reload=lambda: _load(config),
+                reload=lambda: load_adapter(config),
             )
         except CnnvisError as exc:
             lock.release()

@@ -25,6 +25,19 @@ def split_methods(text: str) -> list[str]:
     return [name.strip() for name in str(text).split(",") if name.strip()]
 
 
+def check_method_names(chosen: list[str], what: str) -> None:
+    """ValueError unless ``chosen`` is a non-empty list of methods (``compare`` excluded)."""
+    from cnnvis_cli.methods import method_names
+
+    choices = [m for m in method_names() if m != "compare"]
+    unknown = [m for m in chosen if m not in choices]
+    if unknown or not chosen:
+        raise ValueError(
+            f"unknown method(s) {', '.join(unknown) or '(none)'} for {what}; use "
+            f"{', '.join(choices)}"
+        )
+
+
 @dataclass(frozen=True)
 class CompareOptions(Options):
     methods: str = option(
@@ -34,16 +47,7 @@ class CompareOptions(Options):
     )
 
     def __post_init__(self) -> None:
-        from cnnvis_cli.methods import method_names
-
-        chosen = split_methods(self.methods)
-        choices = [m for m in method_names() if m != "compare"]
-        unknown = [m for m in chosen if m not in choices]
-        if unknown or not chosen:
-            raise ValueError(
-                f"unknown method(s) {', '.join(unknown) or '(none)'} for compare; use "
-                f"{', '.join(choices)}"
-            )
+        check_method_names(split_methods(self.methods), "compare")
 
     @property
     def names(self) -> list[str]:

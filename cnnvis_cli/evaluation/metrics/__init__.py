@@ -100,18 +100,11 @@ class MetricSuite:
     """
 
     def __init__(self, adapter: Any, names: Sequence[str], settings: Any = None) -> None:
-        from cnnvis_cli.evaluation.metrics.base import MetricSettings
+        from cnnvis_cli.evaluation.metrics.base import MetricSettings, known_names
 
-        names = [str(n).strip().lower() for n in names]
-        unknown = [n for n in names if n not in _REGISTRY]
-        if unknown or not names:
-            raise ValueError(
-                f"unknown metric(s) {', '.join(unknown) or '(none given)'}; choose from "
-                f"{', '.join(_REGISTRY)}"
-            )
         self.settings = settings or MetricSettings()
         grouped: dict[str, list[str]] = {}
-        for name in dict.fromkeys(names):
+        for name in known_names(names, list(_REGISTRY)):
             grouped.setdefault(_REGISTRY[name].target, []).append(name)
         self.metrics = [
             metric_class(chosen[0]).from_settings(adapter, self.settings, chosen)

@@ -39,6 +39,20 @@ class MetricSettings:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
+def known_names(names: Sequence[str] | str, choices: Sequence[str]) -> list[str]:
+    """``names`` lower-cased, de-duplicated in order; ValueError for none or an unknown one."""
+    if isinstance(names, str):
+        names = (names,)
+    chosen = list(dict.fromkeys(str(n).strip().lower() for n in names))
+    unknown = [n for n in chosen if n not in choices]
+    if unknown or not chosen:
+        raise ValueError(
+            f"unknown metric(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"choose from {', '.join(choices)}"
+        )
+    return chosen
+
+
 def validate(
     adapter: ModelAdapter, image: Any, saliency: Any, class_index: int
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -59,7 +59,7 @@ from cnnvis_cli.core.adapter import ModelAdapter
 from cnnvis_cli.core.batching import chunk_size, chunks
 from cnnvis_cli.core.tf import tf_and_keras
 from cnnvis_cli.core.tracing import Compiled
-from cnnvis_cli.evaluation.metrics.base import MetricSettings, validate
+from cnnvis_cli.evaluation.metrics.base import MetricSettings, known_names, validate
 from cnnvis_cli.methods.baselines import gaussian_blur
 
 METRICS = ("deletion", "insertion")
@@ -126,21 +126,13 @@ class FaithfulnessMetrics:
         batch_size: int = 16,
         return_curves: bool = False,
     ) -> None:
-        if isinstance(metrics, str):
-            metrics = (metrics,)
-        names = [str(m).strip().lower() for m in metrics]
-        unknown = [m for m in names if m not in METRICS]
-        if unknown or not names:
-            raise ValueError(
-                f"unknown metric(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
-                f"choose from {', '.join(METRICS)}"
-            )
+        names = known_names(metrics, METRICS)
         if isinstance(steps, bool) or int(steps) != steps or steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
         if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.adapter = adapter
-        self.metrics: tuple[str, ...] = tuple(dict.fromkeys(names))  # unique, in given order
+        self.metrics: tuple[str, ...] = tuple(names)  # unique, in given order
         self.steps = int(steps)
         self.batch_size = int(batch_size)
         self.return_curves = bool(return_curves)
