@@ -69,7 +69,9 @@ class SanityOptions:
 
     methods: str = option(
         DEFAULT_METHODS,
-        "Comma-separated methods to test (every method's options are accepted too).",
+        "Comma-separated methods to test. Every method's options are accepted too, except "
+        "--steps and --seed, which are sanity's own (Integrated Gradients and SmoothGrad then "
+        "use their defaults).",
         metavar="METHOD,METHOD,...",
     )
     steps: int | None = option(
