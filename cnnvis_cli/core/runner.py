@@ -8,6 +8,7 @@ Whatever happens after setup — failed inputs, Ctrl-C, SIGTERM — the summary 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
@@ -24,6 +25,8 @@ from cnnvis_cli.core.adapter import ModelAdapter
 from cnnvis_cli.core.batching import Batching, chunk_size
 from cnnvis_cli.core.config import RunConfig
 from cnnvis_cli.core.discover import InputItem, discover
+from cnnvis_cli.core.resume import RunIdentity, finished_records, source_of
+from cnnvis_cli.core.shards import Shard, item_key, problem_key
 from cnnvis_cli.core.signals import terminate_as_interrupt
 from cnnvis_cli.core.source import ImageSource, LoadedImage
 from cnnvis_cli.core.targets import Targets
@@ -37,6 +40,7 @@ from cnnvis_cli.output.files import (
     remove_stale_temporaries,
     write_npy,
 )
+from cnnvis_cli.output.journal import Journal
 from cnnvis_cli.output.progress import ProgressReporter
 from cnnvis_cli.output.render import (
     UPSAMPLE_MODES,
@@ -106,6 +110,11 @@ def validate_config(config: RunConfig) -> None:
             Targets(class_index=0, top_k=config.top_k)  # raises: they conflict
     except ValueError as exc:
         raise CnnvisError(str(exc)) from None
+    if config.shard:
+        try:
+            Shard.parse(config.shard)
+        except ValueError as exc:
+            raise CnnvisError(str(exc)) from None
     unknown = [m for m in config.metric_names if m not in METRICS]
     if unknown:
         raise CnnvisError(
@@ -228,10 +237,12 @@ class OutputWriter:
         return record
 
     def submit(self, work: Work) -> list[tuple[LoadedImage, Future]]:
-        """Queue one image; returns the writes that must be collected to keep memory bounded."""
+        """Queue one image; returns, in order, the writes already finished and those that must
+        be waited for to keep at most WRITES_IN_FLIGHT pending (collected promptly, so the
+        journal lags the files on disk by as little as possible)."""
         self.pending.append((work.loaded, self.pool.submit(self.render, work)))
         done = []
-        while len(self.pending) > WRITES_IN_FLIGHT:
+        while self.pending and (len(self.pending) > WRITES_IN_FLIGHT or self.pending[0][1].done()):
             done.append(self.pending.popleft())
         return done
 
@@ -287,7 +298,12 @@ def new_record(loaded: LoadedImage, explanation: Explanation, adapter: ModelAdap
         cls, score = explanation.predicted
         predicted = TargetRecord(cls, adapter.class_name(cls), rounded(score))
     facts = explanation.facts.to_json() if explanation.facts is not None else {}
-    return Record(str(loaded.item.path), targets, predicted, facts=facts, notes=list(loaded.notes))
+    record = Record(
+        str(loaded.item.path), targets, predicted, facts=facts, notes=list(loaded.notes)
+    )
+    with contextlib.suppress(OSError):  # moved or deleted since it was read: no resume key
+        record.source = source_of(loaded.item.path)
+    return record
 
 
 def run_method(
@@ -296,8 +312,10 @@ def run_method(
     items: list[InputItem],
     reporter: ProgressReporter,
     summary: Summary,
+    journal: Journal | None = None,
 ) -> Summary:
-    """Run ``method`` over ``items`` into ``summary``; every input ends up in it."""
+    """Run ``method`` over ``items`` into ``summary`` (and each finished one into ``journal``);
+    every input ends up in the summary."""
     adapter = method.adapter
     source = ImageSource(
         items,
@@ -319,7 +337,10 @@ def run_method(
     def collect(done: list[tuple[LoadedImage, Future]]) -> None:
         for loaded, future in done:
             try:
-                summary.add(future.result())
+                record = future.result()
+                summary.add(record)
+                if journal is not None:
+                    journal.add(record)
             except (InputError, OSError) as exc:
                 fail(
                     loaded.item,
@@ -371,18 +392,19 @@ def run_method(
             summary.seconds += time.perf_counter() - started
     if not summary.interrupted:
         reporter.finish()
-    order = {str(item.path): i for i, item in enumerate(items)}
-    summary.records.sort(key=lambda r: order.get(r.input, len(order)))
+    summary.records.sort(key=lambda r: r.input)
     return summary
 
 
-def _header(config: RunConfig, method: Method, items: list[InputItem]) -> list[str]:
+def _header(config: RunConfig, method: Method, items: list[InputItem], resumed: int) -> list[str]:
     adapter = method.adapter
     layer = getattr(method, "layer", None)
     layer_note = f", layer {layer.path}" if layer is not None else ""
+    shard = f" (shard {config.shard})" if config.shard else ""
+    done = f", {resumed} already done (--resume)" if resumed else ""
     lines = [
-        f"cnnvis {config.title or method.name}: {len(items)} image(s), model {adapter.source}"
-        f"{layer_note}",
+        f"cnnvis {config.title or method.name}: {len(items)} image(s){shard}{done}, model "
+        f"{adapter.source}{layer_note}",
         f"preprocess {adapter.preprocess_mode} ({adapter.preprocess_reason})",
     ]
     return lines + [f"note: {note}" for note in method.notes()]
@@ -410,40 +432,78 @@ def finish_outputs(
     return None
 
 
-def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | None = None) -> int:
-    """Run one explanation command end to end and return its exit code."""
+@dataclass
+class Setup:
+    """Everything a run needs once its options, inputs and model are known to be usable."""
+
+    items: list[InputItem]  # this run's inputs (this shard's), still to do
+    problems: list[tuple[Path, str]]
+    method: Method
+    identity: RunIdentity
+    finished: dict[str, Record]  # inputs a previous run already did (--resume)
+    found: int  # every input found (all shards)
+
+
+def shard_inputs(
+    config: RunConfig, items: list[InputItem], problems: list[tuple[Path, str]]
+) -> tuple[list[InputItem], list[tuple[Path, str]]]:
+    """This shard's inputs and problems (all of them without --shard)."""
+    if not config.shard:
+        return items, problems
+    shard = Shard.parse(config.shard)
+    return (
+        [item for item in items if shard.holds(item_key(item))],
+        [(path, message) for path, message in problems if shard.holds(problem_key(path))],
+    )
+
+
+def setup(config: RunConfig, lock: OutputLock) -> Setup:
+    """Validate, lock the output folder, find the inputs, load the model, build the method."""
+    from cnnvis_cli.core.fingerprint import fingerprint
     from cnnvis_cli.core.loading import load_model
 
+    validate_config(config)
+    if config.junit is not None:
+        check_writable_file(config.junit, "the JUnit file")
+    prepare_output_dir(config.out)
+    lock.acquire()
+    remove_stale_temporaries(config.out)
+    everything, all_problems = discover(
+        config.images, recursive=config.recursive, out_dir=config.out
+    )
+    if not everything and all_problems:
+        reasons = "; ".join(f"{path}: {message}" for path, message in all_problems)
+        raise CnnvisError(f"nothing to process ({reasons})")
+    if not everything:
+        raise CnnvisError(no_images_message(config))
+    items, problems = shard_inputs(config, everything, all_problems)
+    adapter = load_model(
+        config.model,
+        class_names=config.class_names,
+        preprocess=config.preprocess,
+        weights=config.weights,
+        output=config.output,
+        unsafe=config.unsafe_load,
+        custom_objects=config.custom_objects,
+    )
+    method = build_method(config, adapter, max(1, len(items)))
+    identity = RunIdentity(
+        fingerprint(config.model, config.weights), method.name, method.params(), config.shard
+    )
+    finished = finished_records(config.out, identity, items) if config.resume else {}
+    todo = [item for item in items if str(item.path) not in finished]
+    return Setup(todo, problems, method, identity, finished, len(items) + len(problems))
+
+
+def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | None = None) -> int:
+    """Run one explanation command end to end and return its exit code."""
     stdout = stdout or Console()
     stderr = stderr or Console(stderr=True)
     current_umask()  # read once, in the main thread, before any writer thread starts
     with ProgressReporter(stderr, quiet=config.quiet) as reporter, terminate_as_interrupt():
         lock = OutputLock(config.out)
         try:
-            validate_config(config)
-            if config.junit is not None:
-                check_writable_file(config.junit, "the JUnit file")
-            prepare_output_dir(config.out)
-            lock.acquire()
-            remove_stale_temporaries(config.out)
-            items, problems = discover(
-                config.images, recursive=config.recursive, out_dir=config.out
-            )
-            if not items and problems:
-                reasons = "; ".join(f"{path}: {message}" for path, message in problems)
-                raise CnnvisError(f"nothing to process ({reasons})")
-            if not items:
-                raise CnnvisError(no_images_message(config))
-            adapter = load_model(
-                config.model,
-                class_names=config.class_names,
-                preprocess=config.preprocess,
-                weights=config.weights,
-                output=config.output,
-                unsafe=config.unsafe_load,
-                custom_objects=config.custom_objects,
-            )
-            method = build_method(config, adapter, len(items))
+            ready = setup(config, lock)
         except CnnvisError as exc:
             lock.release()
             reporter.fatal(str(exc))
@@ -452,23 +512,7 @@ def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | N
             lock.release()
             return 143 if isinstance(stop, Terminated) else 130
         try:
-            for line in _header(config, method, items):
-                reporter.info(line)
-            summary = Summary(method=method.name, output_dir=config.out)
-            summary.model = adapter.describe()
-            summary.params = method.params()
-            summary.inputs_found = len(items) + len(problems)
-            for path, message in problems:
-                reporter.error(path, message)
-                summary.add(Record(str(path), error=message))
-            try:
-                run_method(config, method, items, reporter, summary)
-            except KeyboardInterrupt as stop:
-                summary.interrupted = True
-                summary.terminated = isinstance(stop, Terminated)
-            if config.check is not None:
-                summary.check = config.check.verdict([r.check for r in summary.records if r.ok])
-            failed = finish_outputs(config, summary, reporter.fatal)
+            summary, failed = execute(config, ready, reporter)
         finally:
             lock.release()
     if config.json_output:
@@ -479,6 +523,40 @@ def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | N
             title=f"cnnvis {config.title or summary.method}",
         )
     return failed if failed is not None else summary.exit_code()
+
+
+def execute(
+    config: RunConfig, ready: Setup, reporter: ProgressReporter
+) -> tuple[Summary, int | None]:
+    """Process the inputs, then write the summary, JUnit and report (exit 2 if they fail)."""
+    method = ready.method
+    for line in _header(config, method, ready.items, len(ready.finished)):
+        reporter.info(line)
+    summary = Summary(method=method.name, output_dir=config.out)
+    summary.model = method.adapter.describe()
+    summary.params = method.params()
+    summary.extra = {"fingerprint": ready.identity.fingerprint}
+    if config.shard:
+        summary.extra["shard"] = config.shard
+    summary.inputs_found = ready.found
+    for record in ready.finished.values():
+        summary.add(record)
+    for path, message in ready.problems:
+        reporter.error(path, message)
+        summary.add(Record(str(path), error=message))
+    journal = Journal(config.out, ready.identity.header())
+    for record in ready.finished.values():
+        journal.add(record)
+    try:
+        run_method(config, method, ready.items, reporter, summary, journal)
+    except KeyboardInterrupt as stop:
+        summary.interrupted = True
+        summary.terminated = isinstance(stop, Terminated)
+    if config.check is not None:
+        summary.check = config.check.verdict([r.check for r in summary.records if r.ok])
+    failed = finish_outputs(config, summary, reporter.fatal)
+    journal.close(remove=failed is None)
+    return summary, failed
 
 
 def no_images_message(config: RunConfig) -> str:
