@@ -141,14 +141,21 @@ def test_eigen_smooth_projects_the_weighted_activations(keras_mod, model, images
 # -- several layers -----------------------------------------------------------------------------
 
 
-def test_several_layers_average_normalized_maps_at_the_largest_resolution(model, images):
+@pytest.mark.parametrize(
+    ("cls", "options"),
+    [(GradCAM, {}), (AblationCAM, {"max_channels": 3})],
+    ids=["grad", "ablation"],
+)
+def test_several_layers_average_normalized_maps_at_the_largest_resolution(
+    model, images, cls, options
+):
     adapter = ModelAdapter(model, preprocess="raw")
-    both = GradCAM.create(adapter, layer=["conv2", "conv1"], top_k=2, batch_size=4)
+    both = cls.create(adapter, layer=["conv2", "conv1"], top_k=2, batch_size=4, **options)
     assert [info.path for info in both.layers] == ["conv2", "conv1"]
     assert both.params()["layer"] == ["conv2", "conv1"]
     got = both.explain(images)
-    one = GradCAM.create(adapter, layer="conv1", top_k=2, batch_size=4).explain(images)
-    two = GradCAM.create(adapter, layer="conv2", top_k=2, batch_size=4).explain(images)
+    one = cls.create(adapter, layer="conv1", top_k=2, batch_size=4, **options).explain(images)
+    two = cls.create(adapter, layer="conv2", top_k=2, batch_size=4, **options).explain(images)
     for b in range(4):
         assert got[b].targets == one[b].targets == two[b].targets
         for k in range(2):
