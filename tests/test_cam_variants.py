@@ -116,6 +116,7 @@ def test_eigencam_is_the_class_agnostic_first_component(keras_mod, model, images
     expected = _normalise(_relu(projection(a)))
     for k in range(2):  # the same map for both targets
         np.testing.assert_allclose(stacked(explanations, k), expected, atol=1e-4)
+    assert "class-agnostic" in method.notes()[0]
     # ReLU activations: the signed first component is non-negative everywhere
     assert (projection(a) >= -1e-9 * np.abs(projection(a)).max()).all()
     # a centred projection (pytorch-grad-cam) sums to 0: it is a different map

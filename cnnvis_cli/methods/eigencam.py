@@ -38,6 +38,11 @@ class EigenCAM(BaseCAM):
     title = "Eigen-CAM"
     uses_gradients = False
 
+    def notes(self) -> list[str]:
+        if self.top_k > 1 or self.targets.class_index is not None:
+            return ["Eigen-CAM is class-agnostic: every target gets the same map"]
+        return []
+
     def cam(self, features: Any, gradients: Any) -> Any:
         tf, _ = tf_and_keras()
         return tf.nn.relu(first_component(features))
