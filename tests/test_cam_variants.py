@@ -323,8 +323,14 @@ def test_compare_with_new_methods(tmp_path):
 
 
 def test_help_lists_repeatable_layer():
-    for command in ("gradcam", "compare", "ablationcam"):
+    from cnnvis_cli.cli.methods import build_click_command, method_command
+
+    for command in ("gradcam", "compare", "ablationcam", "guided-gradcam", "scorecam"):
+        click_command = build_click_command(command, method_command(command), "Methods")
+        layer = next(p for p in click_command.params if p.name == "layer")
+        assert layer.multiple  # a list[str] field is a repeatable option
         result = invoke(command, "--help")
         assert result.exit_code == 0
         assert "--layer" in result.output and "repeat" in result.output
-        assert "--aug-smooth" in result.output and "--eigen-smooth" in result.output
+        smoothing = "--aug-smooth" in result.output and "--eigen-smooth" in result.output
+        assert smoothing == (command != "guided-gradcam")
