@@ -399,7 +399,9 @@ def run_method(
 def _header(config: RunConfig, method: Method, items: list[InputItem], resumed: int) -> list[str]:
     adapter = method.adapter
     layer = getattr(method, "layer", None)
-    layer_note = f", layer {layer.path}" if layer is not None else ""
+    layers = getattr(method, "layers", None) or ([layer] if layer is not None else [])
+    word = "layers" if len(layers) > 1 else "layer"
+    layer_note = f", {word} {', '.join(info.path for info in layers)}" if layers else ""
     shard = f" (shard {config.shard})" if config.shard else ""
     done = f", {resumed} already done (--resume)" if resumed else ""
     lines = [
