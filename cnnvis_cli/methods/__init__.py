@@ -65,6 +65,11 @@ _REGISTRY: dict[str, Entry] = {
         "Score-CAM (Wang et al., 2020): channels weighted by the class score of the input masked "
         "with them; gradient-free.",
     ),
+    "rise": Entry(
+        "cnnvis_cli.methods.rise:Rise",
+        "RISE (Petsiuk et al., 2018): random masks weighted by the class probability they keep; "
+        "black-box.",
+    ),
     "compare": Entry(
         "cnnvis_cli.methods.compare:Compare",
         "One labelled panel per image: input | Grad-CAM | occlusion | guided Grad-CAM (or "
