@@ -79,6 +79,11 @@ _REGISTRY: dict[str, Entry] = {
         "cnnvis_cli.methods.lime:Lime",
         "LIME (Ribeiro et al., 2016): a locally weighted linear model over superpixels; black-box.",
     ),
+    "sobol": Entry(
+        "cnnvis_cli.methods.sobol:Sobol",
+        "Sobol attribution (Fel et al., 2021): total-order variance share of each mask cell; "
+        "black-box.",
+    ),
     "compare": Entry(
         "cnnvis_cli.methods.compare:Compare",
         "One labelled panel per image: input | Grad-CAM | occlusion | guided Grad-CAM (or "
