@@ -228,8 +228,8 @@ def test_lime_recovers_the_coefficients_of_an_additive_model(linear_model):
     expected = np.array([contribution[labels == j].sum() for j in range(12)])
     # ridge (alpha = 1) shrinks the exact coefficients by well under 1 % at 1000 samples
     np.testing.assert_allclose(beta[0], expected, atol=0.01 * np.abs(expected).max())
-    assert facts.score[0] > 0.999
-    assert facts.intercept[0] == pytest.approx(0.0, abs=0.01 * np.abs(expected).max())
+    assert facts.surrogate_r2[0] > 0.999
+    assert facts.surrogate_intercept[0] == pytest.approx(0.0, abs=0.01 * np.abs(expected).max())
 
 
 def test_lime_samples_are_seeded_and_independent_of_batching(conv_model):

@@ -74,7 +74,7 @@ def test_matches_brute_force_jansen(keras_mod, grid, designs, eval_batch, baseli
     expected, variance = reference_indices(model, image, targets, grid, designs, 1, fill)
     assert expected.max() > 1e-3
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(facts.variance, variance, rtol=1e-4)
+    np.testing.assert_allclose(facts.output_variance, variance, rtol=1e-4)
     assert facts.forwards == designs * (grid * grid + 1)
     for k in range(top_k):
         assert explanation.maps[k].shape == (grid, grid)

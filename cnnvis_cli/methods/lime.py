@@ -17,7 +17,8 @@ and the surrogate is ridge regression with an intercept, alpha = 1, weighted by 
 ``Ridge(alpha=1)`` with ``sample_weight``, the ``lime`` package's default): the weighted means
 are subtracted and (X^T P X + I) beta = X^T P y is solved in float64. The map paints each segment
 with its coefficient beta_j, divided by max |beta| (signed, in [-1, 1]); the facts hold the
-intercept and the weighted R^2 of the surrogate on its samples (``lime``'s ``score``).
+intercept and the weighted R^2 of the surrogate on its samples (``lime``'s ``score``):
+``surrogate_intercept`` and ``surrogate_r2``.
 
 Kernel width: 0.25, ``lime_image``'s default for the cosine distance (which lies in [0, 1]).
 Half the segments kept (d = 0.29) then weighs 0.51 of the image itself, a quarter (d = 0.5)
@@ -66,11 +67,12 @@ class LimeOptions(SegmentOptions):
 
 @dataclass(frozen=True)
 class SurrogateFacts(Facts):
-    """Segments M, and per target the surrogate's intercept and weighted R^2."""
+    """Segments M, and per target the surrogate's intercept and weighted R^2 (named apart from
+    the record's own ``score``, the target's output)."""
 
     segments: int
-    intercept: list[float]
-    score: list[float]
+    surrogate_intercept: list[float]
+    surrogate_r2: list[float]
 
 
 def lime_coalitions(seed: int, samples: Any, features: Any) -> Any:

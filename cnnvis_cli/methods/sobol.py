@@ -89,7 +89,7 @@ class SobolFacts(Facts):
     """Forward passes per image and, per target, the output variance over the design A."""
 
     forwards: int
-    variance: list[float]
+    output_variance: list[float]
 
 
 def sobol_design(grid: int, designs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
