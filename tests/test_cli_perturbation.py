@@ -98,6 +98,25 @@ def test_perturbation_methods_run_on_a_saved_model_directory(keras_mod, folder, 
         assert result.exit_code == 0, (method, result.output)
 
 
+@pytest.mark.slow
+def test_dynamic_input_size_model(keras_mod, folder, tmp_path):
+    """Images of different sizes through a model without a fixed input size."""
+    keras_mod.utils.set_random_seed(5)
+    inputs = keras_mod.Input((None, None, 3))
+    x = keras_mod.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = keras_mod.layers.GlobalMaxPooling2D()(x)
+    model = keras_mod.Model(inputs, keras_mod.layers.Dense(3, activation="softmax")(x))
+    path = tmp_path / "dynamic.keras"
+    model.save(path)
+    for method, args in FAST.items():
+        out = tmp_path / method
+        result = invoke(method, folder, "-m", path, "-o", out, "--save-raw", "-q", *args)
+        assert result.exit_code == 0, (method, result.output)
+        for record in json.loads((out / "summary.json").read_text())["results"]:
+            height, width = cv2.imread(record["input"]).shape[:2]
+            assert np.load(record["outputs"]["raw"]).shape == (height, width)
+
+
 def test_compare_runs_the_black_box_methods(folder, saved_model, tmp_path):
     out = tmp_path / "cmp"
     methods = "rise,kernelshap,sobol"

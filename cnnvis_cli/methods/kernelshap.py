@@ -54,7 +54,10 @@ from cnnvis_cli.options import check_range, option
 @dataclass(frozen=True)
 class KernelShapOptions(SegmentOptions):
     samples: int = option(
-        2048, "Coalitions evaluated per image (besides the empty and full ones).", metavar="N"
+        2048,
+        "Coalitions evaluated per image (besides the empty and full ones).",
+        metavar="N",
+        min=1,
     )
 
     def __post_init__(self) -> None:

@@ -52,7 +52,7 @@ RIDGE_ALPHA = 1.0
 
 @dataclass(frozen=True)
 class LimeOptions(SegmentOptions):
-    samples: int = option(1000, "Perturbed samples per image.", metavar="N")
+    samples: int = option(1000, "Perturbed samples per image.", metavar="N", min=1)
     kernel_width: float = option(
         0.25, "Width of the exponential kernel on the cosine distance.", metavar="W"
     )

@@ -54,7 +54,7 @@ from cnnvis_cli.options import Options, check_range, option
 @dataclass(frozen=True)
 class RiseOptions(Options):
     samples: int = option(4000, "Random masks per image.", metavar="N", min=1)
-    grid: int = option(7, "Cells per side of the coarse random grid.", metavar="S", min=1)
+    grid: int = option(7, "Cells per side of the coarse mask grid.", metavar="S", min=1)
     keep_prob: float = option(
         0.5, "Probability that a grid cell is kept.", metavar="P", min=0.0, max=1.0
     )

@@ -64,9 +64,12 @@ EPSILON = 1e-12
 
 @dataclass(frozen=True)
 class SobolOptions(Options):
-    grid: int = option(8, "Cells per side of the mask grid (one index per cell).", metavar="S")
+    grid: int = option(8, "Cells per side of the coarse mask grid.", metavar="S", min=1)
     designs: int = option(
-        32, "Quasi-Monte-Carlo designs N (a power of two); N (S^2 + 1) forward passes.", metavar="N"
+        32,
+        "Quasi-Monte-Carlo designs N (a power of two); N (S^2 + 1) forward passes.",
+        metavar="N",
+        min=2,
     )
     baseline: str = option(
         "blur",
