@@ -32,9 +32,10 @@ and scored ``--eval-batch`` at a time (``methods/segments.py``).
 
 Differences from ``shap``: no background data set (the removed segments get one baseline image:
 a single-reference "interventional" value function, as shap's image maskers do); no l1
-feature selection (``l1_reg``): all M segments get a value; a repeated draw of a coalition
-whose complement was drawn too also adds weight to the complement. The map paints each segment
-with its value, divided by max |phi| (signed, in [-1, 1]).
+feature selection (``l1_reg``): all M segments get a value; a repeated draw adds weight to the
+coalition and its complement as in shap, but the complement is found by value (shap assumes it
+sits in the next row, which is not so when the budget ran out between the two). The map paints
+each segment with its value, divided by max |phi| (signed, in [-1, 1]).
 """
 
 from __future__ import annotations
