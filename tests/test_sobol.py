@@ -87,7 +87,9 @@ def test_cells_the_model_never_reads_get_exactly_zero(keras_mod):
     the 12 other cells leave every output unchanged, so their total index is exactly 0."""
     model = build_quadrant_model(keras_mod)
     image = np.random.default_rng(0).uniform(50, 255, (16, 16, 3)).astype(np.float32)
-    method = Sobol.create(ModelAdapter(model, preprocess="unit"), grid=4, designs=16, class_index=0)
+    adapter = ModelAdapter(model, preprocess="unit")
+    # black fill: every quadrant cell's pixels (50..255) then move the score
+    method = Sobol.create(adapter, grid=4, designs=16, class_index=0, baseline="zero")
     indices, _ = method.total_indices(image, np.array([0]))
     inside = indices[0, :2, :2]
     outside = indices[0].copy()
