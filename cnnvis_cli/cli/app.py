@@ -103,9 +103,11 @@ def main_callback(
 def _register_tools() -> None:
     from cnnvis_cli.cli.demo import demo
     from cnnvis_cli.cli.layers import layers
+    from cnnvis_cli.cli.maximize import EPILOG, maximize
     from cnnvis_cli.cli.merge import merge
 
     app.command(name="layers", rich_help_panel=TOOLS_PANEL)(layers)
+    app.command(name="maximize", rich_help_panel=TOOLS_PANEL, epilog=EPILOG)(maximize)
     app.command(name="merge", rich_help_panel=TOOLS_PANEL)(merge)
     app.command(name="demo", rich_help_panel=TOOLS_PANEL)(demo)
 

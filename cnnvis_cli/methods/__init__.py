@@ -109,6 +109,25 @@ _REGISTRY: dict[str, Entry] = {
         "GradientSHAP / expected gradients (Lundberg & Lee, 2017; Erion et al.): gradients "
         "averaged over random baselines; reports the completeness gap.",
     ),
+    "rise": Entry(
+        "cnnvis_cli.methods.rise:Rise",
+        "RISE (Petsiuk et al., 2018): random masks weighted by the class probability they keep; "
+        "black-box.",
+    ),
+    "kernelshap": Entry(
+        "cnnvis_cli.methods.kernelshap:KernelShap",
+        "KernelSHAP (Lundberg & Lee, 2017): Shapley values of superpixels from a weighted "
+        "regression; black-box.",
+    ),
+    "lime": Entry(
+        "cnnvis_cli.methods.lime:Lime",
+        "LIME (Ribeiro et al., 2016): a locally weighted linear model over superpixels; black-box.",
+    ),
+    "sobol": Entry(
+        "cnnvis_cli.methods.sobol:Sobol",
+        "Sobol attribution (Fel et al., 2021): total-order variance share of each mask cell; "
+        "black-box.",
+    ),
     "compare": Entry(
         "cnnvis_cli.methods.compare:Compare",
         "One labelled panel per image: input | Grad-CAM | occlusion | guided Grad-CAM (or "
