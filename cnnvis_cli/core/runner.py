@@ -133,6 +133,7 @@ def build_method(
     has the same shape and the compiled functions are traced once.
     """
     from cnnvis_cli.methods import get_method
+    from cnnvis_cli.warm import cached_method
 
     cls = get_method(config.method)
     images = config.batch_size
@@ -145,15 +146,12 @@ def build_method(
         targets = Targets(class_index, 1 if class_index is not None else config.top_k)
         batching = Batching(images, config.eval_batch)
         options = config.method_options or cls.options_type()
-        if config.method == "compare":
-            return cls(
-                adapter,
-                options,
-                column_options=config.column_options,
-                targets=targets,
-                batching=batching,
-            )
-        return cls(adapter, options, targets=targets, batching=batching)
+        extra = {"column_options": config.column_options} if config.method == "compare" else {}
+        # in the daemon, the method built for the same model and settings (its traced
+        # functions); in-process, a new one
+        return cached_method(
+            cls, adapter, options=options, targets=targets, batching=batching, **extra
+        )
     except ValueError as exc:
         raise CnnvisError(str(exc)) from None
 
@@ -463,6 +461,7 @@ def setup(config: RunConfig, lock: OutputLock) -> Setup:
     """Validate, lock the output folder, find the inputs, load the model, build the method."""
     from cnnvis_cli.core.fingerprint import fingerprint
     from cnnvis_cli.core.loading import load_model
+    from cnnvis_cli.warm import cached_model
 
     validate_config(config)
     if config.junit is not None:
@@ -479,7 +478,8 @@ def setup(config: RunConfig, lock: OutputLock) -> Setup:
     if not everything:
         raise CnnvisError(no_images_message(config))
     items, problems = shard_inputs(config, everything, all_problems)
-    adapter = load_model(
+    adapter = cached_model(  # in the daemon, the model it holds when the file is unchanged
+        load_model,
         config.model,
         class_names=config.class_names,
         preprocess=config.preprocess,
