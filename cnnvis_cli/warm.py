@@ -43,7 +43,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -437,5 +437,3 @@ def _restore_keras_registry(saved: tuple[dict, dict] | None) -> None:
         ):
             live.clear()
             live.update(kept)
-
-

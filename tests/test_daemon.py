@@ -604,7 +604,9 @@ def test_outputs_byte_identical_to_in_process(daemon, tmp_path, monkeypatch):
             compared += assert_same_outputs(expected / "out", actual / "out")
     assert compared > 60
     uses = {
-        m["name"]: m["uses"] for model in daemon.status()["warm"]["models"] for m in model["methods"]
+        m["name"]: m["uses"]
+        for model in daemon.status()["warm"]["models"]
+        for m in model["methods"]
     }
     assert uses["saliency"] >= 2  # the second run reused the first run's method
 
