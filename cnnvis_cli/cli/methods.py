@@ -21,6 +21,10 @@ EPILOGS = {
     "cnnvis gradcam photos/ -r -m model.keras -o out/ --save-raw --top-k 3",
     "occlusion": "cnnvis occlusion photo.jpg -m model.keras --patch 16 --stride 8 --signed",
     "compare": "cnnvis compare photo.jpg -m model.keras --methods gradcam,smoothgrad --samples 8",
+    "rise": "cnnvis rise photo.jpg -m model.keras --samples 2000 --grid 7 --seed 1",
+    "kernelshap": "cnnvis kernelshap photo.jpg -m model.keras --n-segments 50 --samples 1024",
+    "lime": "cnnvis lime photo.jpg -m model.keras --segments grid --n-segments 64",
+    "sobol": "cnnvis sobol photo.jpg -m model.keras --grid 8 --designs 32 --baseline blur",
 }
 
 

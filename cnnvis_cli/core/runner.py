@@ -8,6 +8,7 @@ Whatever happens after setup — failed inputs, Ctrl-C, SIGTERM — the summary 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
@@ -24,6 +25,8 @@ from cnnvis_cli.core.adapter import ModelAdapter
 from cnnvis_cli.core.batching import Batching, chunk_size
 from cnnvis_cli.core.config import RunConfig
 from cnnvis_cli.core.discover import InputItem, discover
+from cnnvis_cli.core.resume import RunIdentity, finished_records, source_of
+from cnnvis_cli.core.shards import Shard, item_key, problem_key
 from cnnvis_cli.core.signals import terminate_as_interrupt
 from cnnvis_cli.core.source import ImageSource, LoadedImage
 from cnnvis_cli.core.targets import Targets
@@ -37,6 +40,7 @@ from cnnvis_cli.output.files import (
     remove_stale_temporaries,
     write_npy,
 )
+from cnnvis_cli.output.journal import Journal
 from cnnvis_cli.output.progress import ProgressReporter
 from cnnvis_cli.output.render import (
     UPSAMPLE_MODES,
@@ -106,6 +110,11 @@ def validate_config(config: RunConfig) -> None:
             Targets(class_index=0, top_k=config.top_k)  # raises: they conflict
     except ValueError as exc:
         raise CnnvisError(str(exc)) from None
+    if config.shard:
+        try:
+            Shard.parse(config.shard)
+        except ValueError as exc:
+            raise CnnvisError(str(exc)) from None
     unknown = [m for m in config.metric_names if m not in metric_names()]
     if unknown:
         raise CnnvisError(
@@ -124,6 +133,7 @@ def build_method(
     has the same shape and the compiled functions are traced once.
     """
     from cnnvis_cli.methods import get_method
+    from cnnvis_cli.warm import cached_method
 
     cls = get_method(config.method)
     images = config.batch_size
@@ -136,15 +146,12 @@ def build_method(
         targets = Targets(class_index, 1 if class_index is not None else config.top_k)
         batching = Batching(images, config.eval_batch)
         options = config.method_options or cls.options_type()
-        if config.method == "compare":
-            return cls(
-                adapter,
-                options,
-                column_options=config.column_options,
-                targets=targets,
-                batching=batching,
-            )
-        return cls(adapter, options, targets=targets, batching=batching)
+        extra = {"column_options": config.column_options} if config.method == "compare" else {}
+        # in the daemon, the method built for the same model and settings (its traced
+        # functions); in-process, a new one
+        return cached_method(
+            cls, adapter, options=options, targets=targets, batching=batching, **extra
+        )
     except ValueError as exc:
         raise CnnvisError(str(exc)) from None
 
@@ -232,10 +239,12 @@ class OutputWriter:
         return record
 
     def submit(self, work: Work) -> list[tuple[LoadedImage, Future]]:
-        """Queue one image; returns the writes that must be collected to keep memory bounded."""
+        """Queue one image; returns, in order, the writes already finished and those that must
+        be waited for to keep at most WRITES_IN_FLIGHT pending (collected promptly, so the
+        journal lags the files on disk by as little as possible)."""
         self.pending.append((work.loaded, self.pool.submit(self.render, work)))
         done = []
-        while len(self.pending) > WRITES_IN_FLIGHT:
+        while self.pending and (len(self.pending) > WRITES_IN_FLIGHT or self.pending[0][1].done()):
             done.append(self.pending.popleft())
         return done
 
@@ -290,7 +299,12 @@ def new_record(loaded: LoadedImage, explanation: Explanation, adapter: ModelAdap
         cls, score = explanation.predicted
         predicted = TargetRecord(cls, adapter.class_name(cls), rounded(score))
     facts = explanation.facts.to_json() if explanation.facts is not None else {}
-    return Record(str(loaded.item.path), targets, predicted, facts=facts, notes=list(loaded.notes))
+    record = Record(
+        str(loaded.item.path), targets, predicted, facts=facts, notes=list(loaded.notes)
+    )
+    with contextlib.suppress(OSError):  # moved or deleted since it was read: no resume key
+        record.source = source_of(loaded.item.path)
+    return record
 
 
 def run_method(
@@ -299,8 +313,10 @@ def run_method(
     items: list[InputItem],
     reporter: ProgressReporter,
     summary: Summary,
+    journal: Journal | None = None,
 ) -> Summary:
-    """Run ``method`` over ``items`` into ``summary``; every input ends up in it."""
+    """Run ``method`` over ``items`` into ``summary`` (and each finished one into ``journal``);
+    every input ends up in the summary."""
     adapter = method.adapter
     source = ImageSource(
         items,
@@ -322,7 +338,10 @@ def run_method(
     def collect(done: list[tuple[LoadedImage, Future]]) -> None:
         for loaded, future in done:
             try:
-                summary.add(future.result())
+                record = future.result()
+                summary.add(record)
+                if journal is not None:
+                    journal.add(record)
             except (InputError, OSError) as exc:
                 fail(
                     loaded.item,
@@ -374,18 +393,21 @@ def run_method(
             summary.seconds += time.perf_counter() - started
     if not summary.interrupted:
         reporter.finish()
-    order = {str(item.path): i for i, item in enumerate(items)}
-    summary.records.sort(key=lambda r: order.get(r.input, len(order)))
+    summary.records.sort(key=lambda r: r.input)
     return summary
 
 
-def _header(config: RunConfig, method: Method, items: list[InputItem]) -> list[str]:
+def _header(config: RunConfig, method: Method, items: list[InputItem], resumed: int) -> list[str]:
     adapter = method.adapter
     layer = getattr(method, "layer", None)
-    layer_note = f", layer {layer.path}" if layer is not None else ""
+    layers = getattr(method, "layers", None) or ([layer] if layer is not None else [])
+    word = "layers" if len(layers) > 1 else "layer"
+    layer_note = f", {word} {', '.join(info.path for info in layers)}" if layers else ""
+    shard = f" (shard {config.shard})" if config.shard else ""
+    done = f", {resumed} already done (--resume)" if resumed else ""
     lines = [
-        f"cnnvis {config.title or method.name}: {len(items)} image(s), model {adapter.source}"
-        f"{layer_note}",
+        f"cnnvis {config.title or method.name}: {len(items)} image(s){shard}{done}, model "
+        f"{adapter.source}{layer_note}",
         f"preprocess {adapter.preprocess_mode} ({adapter.preprocess_reason})",
     ]
     return lines + [f"note: {note}" for note in method.notes()]
@@ -416,7 +438,7 @@ def finish_outputs(
 def open_inputs(
     config: RunConfig, lock: OutputLock, junit: Path | None
 ) -> tuple[list[InputItem], list[tuple[Path, str]]]:
-    """Option checks, the output folder (locked, stale temporaries removed) and the inputs;
+    """Option checks, the output folder (locked, stale temporaries removed) and every input;
     CnnvisError when nothing can be processed."""
     validate_config(config)
     if junit is not None:
@@ -434,10 +456,13 @@ def open_inputs(
 
 
 def load_adapter(config: RunConfig) -> ModelAdapter:
-    """The run's model, loaded as its options say."""
+    """The run's model, loaded as its options say (in the daemon, the model it holds when the
+    file is unchanged)."""
     from cnnvis_cli.core.loading import load_model
+    from cnnvis_cli.warm import cached_model
 
-    return load_model(
+    return cached_model(
+        load_model,
         config.model,
         class_names=config.class_names,
         preprocess=config.preprocess,
@@ -448,6 +473,47 @@ def load_adapter(config: RunConfig) -> ModelAdapter:
     )
 
 
+@dataclass
+class Setup:
+    """Everything a run needs once its options, inputs and model are known to be usable."""
+
+    items: list[InputItem]  # this run's inputs (this shard's), still to do
+    problems: list[tuple[Path, str]]
+    method: Method
+    identity: RunIdentity
+    finished: dict[str, Record]  # inputs a previous run already did (--resume)
+    found: int  # every input found (all shards)
+
+
+def shard_inputs(
+    config: RunConfig, items: list[InputItem], problems: list[tuple[Path, str]]
+) -> tuple[list[InputItem], list[tuple[Path, str]]]:
+    """This shard's inputs and problems (all of them without --shard)."""
+    if not config.shard:
+        return items, problems
+    shard = Shard.parse(config.shard)
+    return (
+        [item for item in items if shard.holds(item_key(item))],
+        [(path, message) for path, message in problems if shard.holds(problem_key(path))],
+    )
+
+
+def setup(config: RunConfig, lock: OutputLock) -> Setup:
+    """Validate, lock the output folder, find the inputs, load the model, build the method."""
+    from cnnvis_cli.core.fingerprint import fingerprint
+
+    everything, all_problems = open_inputs(config, lock, config.junit)
+    items, problems = shard_inputs(config, everything, all_problems)
+    adapter = load_adapter(config)
+    method = build_method(config, adapter, max(1, len(items)))
+    identity = RunIdentity(
+        fingerprint(config.model, config.weights), method.name, method.params(), config.shard
+    )
+    finished = finished_records(config.out, identity, items) if config.resume else {}
+    todo = [item for item in items if str(item.path) not in finished]
+    return Setup(todo, problems, method, identity, finished, len(items) + len(problems))
+
+
 def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | None = None) -> int:
     """Run one explanation command end to end and return its exit code."""
     stdout = stdout or Console()
@@ -456,9 +522,7 @@ def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | N
     with ProgressReporter(stderr, quiet=config.quiet) as reporter, terminate_as_interrupt():
         lock = OutputLock(config.out)
         try:
-            items, problems = open_inputs(config, lock, config.junit)
-            adapter = load_adapter(config)
-            method = build_method(config, adapter, len(items))
+            ready = setup(config, lock)
         except CnnvisError as exc:
             lock.release()
             reporter.fatal(str(exc))
@@ -467,23 +531,7 @@ def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | N
             lock.release()
             return 143 if isinstance(stop, Terminated) else 130
         try:
-            for line in _header(config, method, items):
-                reporter.info(line)
-            summary = Summary(method=method.name, output_dir=config.out)
-            summary.model = adapter.describe()
-            summary.params = method.params()
-            summary.inputs_found = len(items) + len(problems)
-            for path, message in problems:
-                reporter.error(path, message)
-                summary.add(Record(str(path), error=message))
-            try:
-                run_method(config, method, items, reporter, summary)
-            except KeyboardInterrupt as stop:
-                summary.interrupted = True
-                summary.terminated = isinstance(stop, Terminated)
-            if config.check is not None:
-                summary.check = config.check.verdict([r.check for r in summary.records if r.ok])
-            failed = finish_outputs(config, summary, reporter.fatal)
+            summary, failed = execute(config, ready, reporter)
         finally:
             lock.release()
     if config.json_output:
@@ -494,6 +542,40 @@ def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | N
             title=f"cnnvis {config.title or summary.method}",
         )
     return failed if failed is not None else summary.exit_code()
+
+
+def execute(
+    config: RunConfig, ready: Setup, reporter: ProgressReporter
+) -> tuple[Summary, int | None]:
+    """Process the inputs, then write the summary, JUnit and report (exit 2 if they fail)."""
+    method = ready.method
+    for line in _header(config, method, ready.items, len(ready.finished)):
+        reporter.info(line)
+    summary = Summary(method=method.name, output_dir=config.out)
+    summary.model = method.adapter.describe()
+    summary.params = method.params()
+    summary.extra = {"fingerprint": ready.identity.fingerprint}
+    if config.shard:
+        summary.extra["shard"] = config.shard
+    summary.inputs_found = ready.found
+    for record in ready.finished.values():
+        summary.add(record)
+    for path, message in ready.problems:
+        reporter.error(path, message)
+        summary.add(Record(str(path), error=message))
+    journal = Journal(config.out, ready.identity.header())
+    for record in ready.finished.values():
+        journal.add(record)
+    try:
+        run_method(config, method, ready.items, reporter, summary, journal)
+    except KeyboardInterrupt as stop:
+        summary.interrupted = True
+        summary.terminated = isinstance(stop, Terminated)
+    if config.check is not None:
+        summary.check = config.check.verdict([r.check for r in summary.records if r.ok])
+    failed = finish_outputs(config, summary, reporter.fatal)
+    journal.close(remove=failed is None)
+    return summary, failed
 
 
 def no_images_message(config: RunConfig) -> str:

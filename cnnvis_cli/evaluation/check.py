@@ -158,19 +158,24 @@ class RegionCheck:
             "passed": hit,
         }
 
-    def verdict(self, checks: list[dict[str, Any]]) -> dict[str, Any]:
+    def verdict(self, checks: list[dict[str, Any] | None]) -> dict[str, Any]:
         """Set-level figures over the per-image check records that were scored."""
-        scored = [c for c in checks if c and c.get("energy") is not None]
-        mean_energy = float(np.mean([c["energy"] for c in scored])) if scored else 0.0
-        hit_rate = float(np.mean([c["hit"] for c in scored])) if scored else 0.0
-        return {
-            "images": len(scored),
-            "mean_energy": round(mean_energy, 6),
-            "hit_rate": round(hit_rate, 6),
-            "min_energy": self.min_energy,
-            "min_hit_rate": self.min_hit_rate,
-            "tolerance": self.tolerance,
-            "passed": bool(scored)
-            and mean_energy >= self.min_energy
-            and hit_rate >= self.min_hit_rate,
-        }
+        return verdict(checks, self.min_energy, self.min_hit_rate, self.tolerance)
+
+
+def verdict(
+    checks: list[dict[str, Any] | None], min_energy: float, min_hit_rate: float, tolerance: int
+) -> dict[str, Any]:
+    """The set's mean energy and hit rate over the scored images, and whether they pass."""
+    scored = [c for c in checks if c and c.get("energy") is not None]
+    mean_energy = float(np.mean([c["energy"] for c in scored])) if scored else 0.0
+    hit_rate = float(np.mean([c["hit"] for c in scored])) if scored else 0.0
+    return {
+        "images": len(scored),
+        "mean_energy": round(mean_energy, 6),
+        "hit_rate": round(hit_rate, 6),
+        "min_energy": min_energy,
+        "min_hit_rate": min_hit_rate,
+        "tolerance": tolerance,
+        "passed": bool(scored) and mean_energy >= min_energy and hit_rate >= min_hit_rate,
+    }

@@ -103,6 +103,7 @@ class Record:
     check: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    source: dict[str, int] | None = None  # the input's size and mtime when it was read
 
     @property
     def ok(self) -> bool:
@@ -135,6 +136,8 @@ class Record:
             data["check"] = self.check
         if self.notes:
             data["notes"] = self.notes
+        if self.source is not None:
+            data["source"] = self.source
         data["error"] = None
         return data
 
@@ -142,7 +145,7 @@ class Record:
     def from_json(cls, data: dict[str, Any]) -> Record:
         """Read back a record written by :meth:`to_json` (for ``merge`` and the report)."""
         known = {"input", "outputs", "class_index", "class_name", "score", "targets"}
-        known |= {"predicted", "metrics", "check", "notes", "error"}
+        known |= {"predicted", "metrics", "check", "notes", "error", "source"}
         targets = [
             TargetRecord(
                 t["class_index"], t.get("class_name"), t.get("score"), t.get("outputs", {})
@@ -163,6 +166,7 @@ class Record:
             check=data.get("check"),
             notes=list(data.get("notes") or []),
             error=data.get("error"),
+            source=data.get("source"),
         )
 
 
