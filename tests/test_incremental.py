@@ -133,7 +133,7 @@ def conv_zoo(K, shape=(21, 19, 3)):
     x = L.Activation("swish")(x)
     x = L.Dropout(0.5)(x)
     x = L.SpatialDropout2D(0.5)(x)
-    x = L.GlobalAveragePooling2D()(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
     out = L.Dense(5, name="head")(x)
     return K.Model(inp, out, name="conv_zoo")
 
@@ -224,12 +224,12 @@ def test_conv_zoo_exact_and_every_layer_incremental(K, inc):
     model = conv_zoo(K)
     # threshold 1: windows are computed however large they grow (every rule is exercised)
     engine = assert_exact(model, (21, 19, 3), patch=4, stride=3, threshold=1.0)
-    modes = {m.step.path: m.mode for m in engine._program(4).schedule.modes}
+    modes = {m.step.path: m.mode for m in engine.program(4).schedule.modes}
     for name in ("same3", "stride2_same", "dilated", "grouped", "prelu_spatial", "dw", "sep"):
         assert modes[name] == "window", (name, modes[name])
     for name in ("bn", "prelu_shared", "norm", "layer_norm"):
         assert modes[name] == "pointwise", (name, modes[name])
-    assert modes["global_average_pooling2d"] == "gap"
+    assert modes["gap"] == "gap"
     assert engine.estimate.first_unsupported is None
     assert engine.estimate.full_from is None
 
@@ -237,7 +237,7 @@ def test_conv_zoo_exact_and_every_layer_incremental(K, inc):
 def test_merge_zoo_exact(K):
     model = merge_zoo(K)
     engine = assert_exact(model, (20, 22, 3), patch=5, stride=2, threshold=1.0)
-    modes = {m.step.path: m.mode for m in engine._program(5).schedule.modes}
+    modes = {m.step.path: m.mode for m in engine.program(5).schedule.modes}
     for name in ("shortcut", "add", "concatenate", "max_same", "zero_padding2d", "avg_valid"):
         assert modes[name] in ("window", "pointwise"), (name, modes[name])
     for name in ("avg_same", "max_valid", "cropping2d", "subtract", "maximum", "minimum"):
@@ -274,7 +274,7 @@ def test_border_rule_corners_are_exact(K):
 def test_nested_backbones_exact(K):
     model = nested(K)
     engine = assert_exact(model, (18, 18, 3), patch=4, stride=3)
-    paths = [m.step.path for m in engine._program(4).schedule.modes]
+    paths = [m.step.path for m in engine.program(4).schedule.modes]
     assert "inner_seq/conv2d" in paths[0] or paths[0].startswith("inner_seq/")
     assert any(p.startswith("backbone/") for p in paths)
 
@@ -343,7 +343,7 @@ def test_lambda_mid_network_falls_back_exactly(K):
     est = engine.estimate
     assert est.first_unsupported == ("lam", "Lambda")
     assert est.full_from[0] == "lam"
-    modes = {m.step.path: m.mode for m in engine._program(4).schedule.modes}
+    modes = {m.step.path: m.mode for m in engine.program(4).schedule.modes}
     assert modes["c1"] == "window" and modes["lam"] == "dense" and modes["c2"] == "dense"
 
 
@@ -490,7 +490,7 @@ def test_tau_caps_windows_and_approximates(K, inc):
     assert r > 0.8 and r_map > 0.8  # measured 0.897 / 0.90 (random weights, seed 22)
     assert np.abs(d_approx - d_exact).max() > 1e-4  # it is an approximation
     assert approx.estimate.flop_ratio < 0.75 * exact.estimate.flop_ratio
-    for m in approx._program(patch).schedule.modes:
+    for m in approx.program(patch).schedule.modes:
         if m.windows is not None and m.step.index > 0:
             for axis in (m.windows.rows, m.windows.cols):
                 assert axis.size <= int(np.ceil(0.4 * axis.extent))

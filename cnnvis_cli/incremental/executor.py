@@ -131,14 +131,16 @@ class IncrementalOcclusion:
 
     def _check_supported(self) -> None:
         """Raise ``UnsupportedModel`` when even a one-pixel patch has no incremental step."""
-        schedule = self._program(1).schedule
+        schedule = self.program(1).schedule
         if schedule.incremental_steps() == 0:
             first = next(m for m in schedule.modes if m.mode == "dense")
             raise UnsupportedModel(first.step.path, first.step.class_name, first.reason)
 
     # -- geometry -------------------------------------------------------------------------------
 
-    def _program(self, patch: int) -> _Program:
+    def program(self, patch: int) -> _Program:
+        """The plan for patches of side ``patch``: its window schedule, estimate and compiled
+        batch function (built on first use, then kept)."""
         program = self._programs.get(patch)
         if program is None:
             schedule = build_schedule(
@@ -150,7 +152,7 @@ class IncrementalOcclusion:
 
     def estimate_for(self, patch: int, stride: int | None = None) -> Estimate:
         """The cost estimate for patches of side ``patch`` (and, for the count, ``stride``)."""
-        program = self._program(int(patch))
+        program = self.program(int(patch))
         if stride is None:
             return program.estimate
         return estimate_schedule(program.schedule, stride)
@@ -224,7 +226,7 @@ class IncrementalOcclusion:
             raise ValueError("corners must satisfy 0 <= y <= h - patch and 0 <= x <= w - patch")
         if (corners[:, 1] > width - patch).any():
             raise ValueError("corners must satisfy 0 <= y <= h - patch and 0 <= x <= w - patch")
-        program = self._program(patch)
+        program = self.program(patch)
         self._last = program
         caches = self._caches(program)
         total = len(corners)
@@ -256,7 +258,7 @@ class IncrementalOcclusion:
         """
         tf = _tf()
         corners = np.asarray(corners, dtype=np.int32).reshape(-1, 2)[: self.batch_size]
-        program = self._program(int(patch))
+        program = self.program(int(patch))
         caches = self._caches(program)
         batch = _Batch(
             program.schedule,
