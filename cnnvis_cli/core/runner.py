@@ -28,7 +28,8 @@ from cnnvis_cli.core.signals import terminate_as_interrupt
 from cnnvis_cli.core.source import ImageSource, LoadedImage
 from cnnvis_cli.core.targets import Targets
 from cnnvis_cli.errors import CnnvisError, InputError, Terminated
-from cnnvis_cli.methods.base import Explanation, Method
+from cnnvis_cli.evaluation.labels import Labels
+from cnnvis_cli.methods.base import Explanation, Method, Panel
 from cnnvis_cli.methods.normalize import heat_from_map
 from cnnvis_cli.output.files import (
     OutputLock,
@@ -37,14 +38,19 @@ from cnnvis_cli.output.files import (
     remove_stale_temporaries,
     write_npy,
 )
+from cnnvis_cli.output.legend import with_legend
 from cnnvis_cli.output.progress import ProgressReporter
 from cnnvis_cli.output.render import (
+    IMAGE_FORMATS,
+    SCALE_MODES,
     UPSAMPLE_MODES,
+    Display,
     colormap_code,
+    display_maps,
     panel,
     render_map,
     resize_map,
-    write_png,
+    write_image,
 )
 from cnnvis_cli.output.summary import Record, Summary, TargetRecord, print_json, rounded
 
@@ -95,6 +101,12 @@ def validate_config(config: RunConfig) -> None:
 
     if not 0.0 <= config.alpha <= 1.0:
         raise CnnvisError(f"--alpha must be between 0 and 1, got {config.alpha}")
+    if config.image_format not in IMAGE_FORMATS:
+        raise CnnvisError(
+            f"unknown --format {config.image_format!r}; use {', '.join(IMAGE_FORMATS)}"
+        )
+    if config.scale not in SCALE_MODES:
+        raise CnnvisError(f"unknown --scale {config.scale!r}; use {', '.join(SCALE_MODES)}")
     if config.upsample not in UPSAMPLE_MODES:
         raise CnnvisError(
             f"unknown --upsample {config.upsample!r}; use {', '.join(UPSAMPLE_MODES)}"
@@ -156,6 +168,14 @@ def finite_explanation(explanation: Explanation) -> bool:
     return all(np.isfinite(m).all() for m in explanation.maps)
 
 
+@dataclass(frozen=True)
+class Column:
+    """One method's maps of an image and how they are drawn."""
+
+    source: Panel
+    display: Display
+
+
 @dataclass
 class Work:
     """One explained image on its way to the writer."""
@@ -183,48 +203,82 @@ class OutputWriter:
             raise InputError(f"output {path} would overwrite an input; choose another -o/--out")
         return path
 
-    def _render(self, original: np.ndarray, native: np.ndarray, kind: str):
+    def _columns(self, explanation: Explanation) -> list[Column]:
+        """The methods whose maps are drawn (one, or a compare panel's), ready to colour."""
+        from cnnvis_cli.methods import get_method
+
+        sources = explanation.panels or [
+            Panel(
+                self.method.name,
+                self.method.title,
+                explanation.kind,
+                explanation.maps,
+                explanation.scales,
+            )
+        ]
+        config = self.config
+        columns = []
+        for source in sources:
+            pixel_level = get_method(source.method).pixel_level
+            display = display_maps(
+                source.maps,
+                source.kind,
+                source.scales,
+                joint=config.scale == "joint",
+                clip=config.clip if pixel_level else None,
+            )
+            columns.append(Column(source, display))
+        return columns
+
+    def _render(self, original: np.ndarray, column: Column, rank: int):
         return render_map(
             original,
-            native,
-            kind,
+            column.source.maps[rank],
+            column.source.kind,
             alpha=self.config.alpha,
             colormap=self.config.colormap,
             upsample=self.config.upsample,
+            shown=column.display.maps[rank],
+            gain=column.display.gains[rank],
         )
 
     def render(self, work: Work) -> Record:
         """Write the overlay (and raw) files of every target; returns the finished record."""
         loaded, explanation, record = work.loaded, work.explanation, work.record
         item = loaded.item
+        config = self.config
         top_k = len(explanation.maps)
+        columns = self._columns(explanation)
         for rank, target in enumerate(record.targets):
             tag = f"_top{rank + 1}" if top_k > 1 else ""
+            label = target.class_name or f"class {target.class_index}"
+            score = "" if target.score is None else f" {target.score:.3f}"
+            ranked = f" (#{rank + 1} of {top_k})" if top_k > 1 else ""
             raws: list[tuple[str, np.ndarray]] = []
+            tiles = [("input", loaded.original)]
+            for column in columns:
+                full, tile = self._render(loaded.original, column, rank)
+                tiles.append((column.source.title, tile))
+                raws.append((column.source.method, full))
             if not explanation.panels:
-                full, picture = self._render(
-                    loaded.original, explanation.maps[rank], explanation.kind
-                )
-                raws.append((self.method.name, full))
+                picture = tiles[1][1]
+                if config.show_legend:
+                    text = f"{self.method.title} | {label}{score}{ranked}"
+                    picture = with_legend(picture, explanation.kind, config.colormap, text)
             else:
-                tiles = [("input", loaded.original)]
-                for column in explanation.panels:
-                    full, tile = self._render(loaded.original, column.maps[rank], column.kind)
-                    tiles.append((column.title, tile))
-                    raws.append((column.method, full))
-                label = target.class_name or f"class {target.class_index}"
-                score = "" if target.score is None else f" ({target.score:.3f})"
-                picture = panel(tiles, f"{item.path.name}: {label}{score}")
-            path = self.output_path(item, self.method.name, ".png", tag)
-            write_png(path, picture)
+                kinds = [None, *(c.source.kind for c in columns)] if config.show_legend else None
+                header = f"{item.path.name}: {label}{score}{ranked}"
+                picture = panel(tiles, header, legends=kinds, colormap=config.colormap)
+            path = self.output_path(item, self.method.name, f".{config.image_format}", tag)
+            write_image(path, picture, config.image_format)
             target.outputs["overlay"] = str(path)
-            if self.config.save_raw:
+            if config.save_raw:
                 for name, full in raws:
                     raw_path = self.output_path(item, name, ".npy", tag)
                     write_npy(raw_path, full)
                     target.outputs["raw" if len(raws) == 1 else f"raw_{name}"] = str(raw_path)
-            if rank == 0 and self.config.check is not None:
-                record.check = self.config.check.analyze(item.path, raws[0][1])
+            if rank == 0 and config.check is not None:
+                record.check = config.check.analyze(item.path, raws[0][1], record.label)
         return record
 
     def submit(self, work: Work) -> list[tuple[LoadedImage, Future]]:
@@ -296,8 +350,13 @@ def run_method(
     items: list[InputItem],
     reporter: ProgressReporter,
     summary: Summary,
+    labels: Labels | None = None,
 ) -> Summary:
-    """Run ``method`` over ``items`` into ``summary``; every input ends up in it."""
+    """Run ``method`` over ``items`` into ``summary``; every input ends up in it.
+
+    The progress bar counts every input found (``summary.inputs_found``; those already in the
+    summary, such as unreadable files, count as done) and ends at the number of records, so after
+    Ctrl-C it shows what the closing table counts."""
     adapter = method.adapter
     source = ImageSource(
         items,
@@ -329,7 +388,8 @@ def run_method(
                 loaded.release()
 
     started = time.perf_counter()
-    reporter.start(len(items), method.name)
+    reporter.start(max(summary.inputs, len(summary.records) + len(items)), method.name)
+    reporter.advance(len(summary.records))
     try:
         for batch in source.batches():
             good: list[LoadedImage] = []
@@ -350,6 +410,8 @@ def run_method(
                     loaded.release()
                     continue
                 record = new_record(loaded, explanation, adapter)
+                if labels is not None and record.predicted is not None:
+                    record.label = labels.judge(loaded.item.path, record.predicted.class_index)
                 for note in record.notes:
                     reporter.warning(loaded.item.path, note)
                 if metrics is not None:
@@ -369,11 +431,23 @@ def run_method(
         finally:
             writer.close()
             summary.seconds += time.perf_counter() - started
-    if not summary.interrupted:
-        reporter.finish()
+    reporter.settle(len(summary.records))
     order = {str(item.path): i for i, item in enumerate(items)}
     summary.records.sort(key=lambda r: order.get(r.input, len(order)))
     return summary
+
+
+def render_settings(config: RunConfig) -> dict[str, object]:
+    """How the pictures were drawn, as the summary's ``render``."""
+    return {
+        "format": config.image_format,
+        "legend": config.show_legend,
+        "scale": config.scale,
+        "clip": config.clip,
+        "alpha": config.alpha,
+        "colormap": config.colormap,
+        "upsample": config.upsample,
+    }
 
 
 def _header(config: RunConfig, method: Method, items: list[InputItem]) -> list[str]:
@@ -434,6 +508,7 @@ def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | N
                 raise CnnvisError(f"nothing to process ({reasons})")
             if not items:
                 raise CnnvisError(no_images_message(config))
+            labels = Labels(config.labels) if config.labels is not None else None
             adapter = load_model(
                 config.model,
                 class_names=config.class_names,
@@ -444,6 +519,8 @@ def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | N
                 custom_objects=config.custom_objects,
             )
             method = build_method(config, adapter, len(items))
+            if labels is not None:
+                labels.resolve(adapter)
         except CnnvisError as exc:
             lock.release()
             reporter.fatal(str(exc))
@@ -454,20 +531,27 @@ def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | N
         try:
             for line in _header(config, method, items):
                 reporter.info(line)
-            summary = Summary(method=method.name, output_dir=config.out)
+            run_name = f"check-{method.name}" if config.check is not None else method.name
+            summary = Summary(method=method.name, output_dir=config.out, run=run_name)
             summary.model = adapter.describe()
             summary.params = method.params()
+            summary.extra["render"] = render_settings(config)
+            if config.title:
+                summary.extra["title"] = config.title
             summary.inputs_found = len(items) + len(problems)
             for path, message in problems:
                 reporter.error(path, message)
                 summary.add(Record(str(path), error=message))
             try:
-                run_method(config, method, items, reporter, summary)
+                run_method(config, method, items, reporter, summary, labels)
             except KeyboardInterrupt as stop:
                 summary.interrupted = True
                 summary.terminated = isinstance(stop, Terminated)
             if config.check is not None:
-                summary.check = config.check.verdict([r.check for r in summary.records if r.ok])
+                processed = [r for r in summary.records if r.ok]
+                summary.check = config.check.verdict(
+                    [r.check for r in processed], [r.label for r in processed]
+                )
             failed = finish_outputs(config, summary, reporter.fatal)
         finally:
             lock.release()

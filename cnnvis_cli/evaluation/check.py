@@ -12,9 +12,11 @@ For both, R is the region grown by ``tolerance`` pixels (a disc): a CAM is compu
 grid (a 12 x 12 map spreads each cell over ~50 pixels of a 640-pixel image), and the tolerance
 keeps a well-placed but blurry map from being judged as missing a small object.
 
-An image's test case fails when the pointing game misses. The set passes when the mean energy is
-at least ``min_energy`` and the hit rate at least ``min_hit_rate``; a failing set makes
-``cnnvis check`` exit with code 3.
+An image's test case fails when the pointing game misses, or when expected labels are given
+(``--labels``, see ``labels.py``) and the model's top-1 class is not the expected one. The set
+passes when the mean energy is at least ``min_energy``, the hit rate at least ``min_hit_rate``
+and — with labels — the share of labelled images classified correctly at least
+``min_accuracy``; a failing set makes ``cnnvis check`` exit with code 3.
 """
 
 from __future__ import annotations
@@ -141,28 +143,58 @@ class RegionCheck:
     min_energy: float = 0.5
     min_hit_rate: float = 0.9
     tolerance: int = 15
+    min_accuracy: float = 1.0
 
-    def analyze(self, path: Path, full: np.ndarray) -> dict[str, Any]:
-        """The per-image record: energy, hit, whether it passes, and the region used."""
+    def analyze(
+        self, path: Path, full: np.ndarray, label: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The per-image record: energy, hit, whether it passes, and the region used;
+        ``label`` (see ``labels.py``): a misclassified image fails with the reason."""
         heat = heat_from_map(full)
         region = self.regions.mask(path, heat.shape[0], heat.shape[1])
+        wrong = label is not None and not label["correct"]
+        reason = None
+        if wrong:
+            expected = label["class_name"] or f"class {label['class_index']}"
+            reason = f"misclassified: the model does not predict the expected {expected}"
         if region is None:
+            if wrong:
+                return {"region": None, "passed": False, "reason": reason}
             return {"region": None, "skipped": "no region for this image"}
         grown = grow(region, self.tolerance)
         energy = energy_inside(heat, grown)
         hit = pointing_hit(heat, grown)
-        return {
+        record = {
             "region": self.regions.describe(path),
             "energy": round(energy, 6),
             "hit": hit,
-            "passed": hit,
+            "passed": hit and not wrong,
         }
+        if reason is not None:
+            record["reason"] = reason
+        return record
 
-    def verdict(self, checks: list[dict[str, Any]]) -> dict[str, Any]:
-        """Set-level figures over the per-image check records that were scored."""
+    def verdict(
+        self, checks: list[dict[str, Any]], labels: list[dict[str, Any] | None] | None = None
+    ) -> dict[str, Any]:
+        """Set-level figures over the per-image check records that were scored (and the
+        labels of the processed images, when expected labels were given)."""
         scored = [c for c in checks if c and c.get("energy") is not None]
         mean_energy = float(np.mean([c["energy"] for c in scored])) if scored else 0.0
         hit_rate = float(np.mean([c["hit"] for c in scored])) if scored else 0.0
+        judged = [label for label in labels or [] if label is not None]
+        accuracy = float(np.mean([j["correct"] for j in judged])) if judged else None
+        passed = bool(scored) and mean_energy >= self.min_energy and hit_rate >= self.min_hit_rate
+        if accuracy is not None:
+            passed = passed and accuracy >= self.min_accuracy
+        extra = {}
+        if accuracy is not None:
+            extra = {
+                "labelled": len(judged),
+                "misclassified": sum(1 for j in judged if not j["correct"]),
+                "accuracy": round(accuracy, 6),
+                "min_accuracy": self.min_accuracy,
+            }
         return {
             "images": len(scored),
             "mean_energy": round(mean_energy, 6),
@@ -170,7 +202,6 @@ class RegionCheck:
             "min_energy": self.min_energy,
             "min_hit_rate": self.min_hit_rate,
             "tolerance": self.tolerance,
-            "passed": bool(scored)
-            and mean_energy >= self.min_energy
-            and hit_rate >= self.min_hit_rate,
+            **extra,
+            "passed": passed,
         }

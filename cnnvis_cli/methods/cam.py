@@ -23,7 +23,7 @@ from cnnvis_cli.core.adapter import ModelAdapter
 from cnnvis_cli.core.tf import tf_and_keras
 from cnnvis_cli.methods.base import BatchMethod
 from cnnvis_cli.methods.gradients import logit_gradients
-from cnnvis_cli.methods.normalize import normalize_minmax_tf
+from cnnvis_cli.methods.normalize import minmax_range_tf, normalize_minmax_tf
 from cnnvis_cli.options import Options, option
 
 
@@ -56,7 +56,7 @@ class BaseCAM(BatchMethod):
         return {**super().params(), "layer": self.layer.path}
 
     def compute(self, raw: Any) -> dict[str, Any]:
-        """Normalised maps (B, K, h, w) and the chosen targets."""
+        """Normalised maps (B, K, h, w), their ranges (B, K) and the chosen targets."""
         tf, _ = tf_and_keras()
         gradients, targets, forward = logit_gradients(
             self.adapter,
@@ -66,5 +66,9 @@ class BaseCAM(BatchMethod):
             layer=self.layer,
         )
         features = tf.cast(forward.features, tf.float32)
-        maps = [normalize_minmax_tf(self.cam(features, gradients[:, k])) for k in range(self.top_k)]
-        return {"maps": tf.stack(maps, axis=1), **self.chosen(forward, targets)}
+        cams = [self.cam(features, gradients[:, k]) for k in range(self.top_k)]
+        return {
+            "maps": tf.stack([normalize_minmax_tf(cam) for cam in cams], axis=1),
+            "scales": tf.stack([minmax_range_tf(cam) for cam in cams], axis=1),
+            **self.chosen(forward, targets),
+        }

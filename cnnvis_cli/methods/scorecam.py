@@ -49,7 +49,7 @@ from cnnvis_cli.core.targets import gather_targets
 from cnnvis_cli.core.tf import tf_and_keras
 from cnnvis_cli.methods.base import Explanation, Facts, Method, ProgressCallback, explanations_from
 from cnnvis_cli.methods.cam import LayerOptions
-from cnnvis_cli.methods.normalize import normalize_minmax_tf
+from cnnvis_cli.methods.normalize import minmax_range_tf, normalize_minmax_tf
 from cnnvis_cli.options import check_range, option
 
 CHANNEL_WEIGHTS = ("paper", "logit-softmax")
@@ -182,15 +182,16 @@ class ScoreCAM(Method):
         return self._scores(forward, tf.gather(targets, index))
 
     def _combine_fn(self, features: Any, selected: Any, scores: Any) -> Any:
-        """Normalized maps (B, T, h, w) from activations (B, h, w, K), the scored channels
-        (B, N) and their scores (B, N, T)."""
+        """Normalized maps (B, T, h, w) and their ranges (B, T) from activations (B, h, w, K),
+        the scored channels (B, N) and their scores (B, N, T)."""
         tf, _ = tf_and_keras()
         used = tf.gather(features, selected, axis=3, batch_dims=1)  # (B, h, w, N)
         weights = scores
         if self.options.channel_weights == "logit-softmax":
             weights = tf.nn.softmax(scores, axis=1)  # over channels
         maps = tf.nn.relu(tf.einsum("bhwn,bnt->bhwt", used, weights))
-        return tf.transpose(normalize_minmax_tf(maps), [0, 3, 1, 2])
+        maps_first = tf.transpose(normalize_minmax_tf(maps), [0, 3, 1, 2])
+        return {"maps": maps_first, "scales": minmax_range_tf(maps)}
 
     # -- computation ----------------------------------------------------------------------------
 
@@ -232,7 +233,7 @@ class ScoreCAM(Method):
             scores[chunk.index[: chunk.real]] = result[: chunk.real]
             report(chunk.done)
         scores = scores.reshape(len(selected), used, self.top_k)
-        maps = self._combine(first["features"], first["selected"], tf.constant(scores))
+        combined = self._combine(first["features"], first["selected"], tf.constant(scores))
         chosen = {k: first[k] for k in ("targets", "outputs", "predicted", "predicted_output")}
         facts = [ChannelFacts([int(k) for k in selected[b]]) for b in range(real)]
-        return explanations_from({**chosen, "maps": maps}, self.kind, real, facts)
+        return explanations_from({**chosen, **combined}, self.kind, real, facts)

@@ -34,7 +34,7 @@ from cnnvis_cli.core.tf import tf_and_keras
 from cnnvis_cli.methods.base import Explanation, ProgressCallback, explanations_from
 from cnnvis_cli.methods.copies import CopiesMethod
 from cnnvis_cli.methods.gradients import logit_gradients
-from cnnvis_cli.methods.normalize import normalize_minmax
+from cnnvis_cli.methods.normalize import minmax_range, normalize_minmax
 from cnnvis_cli.options import Options, check_range, option
 
 
@@ -70,6 +70,7 @@ class SmoothGrad(CopiesMethod):
     name = "smoothgrad"
     title = "SmoothGrad"
     options_type = SmoothGradOptions
+    pixel_level = True
 
     def __init__(self, adapter: Any, options: SmoothGradOptions | None = None, **kwargs: Any):
         super().__init__(adapter, options, **kwargs)
@@ -112,5 +113,7 @@ class SmoothGrad(CopiesMethod):
         if len(images) == 0:
             return []
         mean, chosen = self.mean_gradients(images, progress)
-        maps = normalize_minmax(np.abs(mean).max(axis=-1))
-        return explanations_from({**chosen, "maps": maps}, self.kind)
+        magnitude = np.abs(mean).max(axis=-1)
+        scales = minmax_range(magnitude)
+        maps = normalize_minmax(magnitude)
+        return explanations_from({**chosen, "maps": maps, "scales": scales}, self.kind)

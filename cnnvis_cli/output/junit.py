@@ -1,6 +1,7 @@
 """JUnit XML for CI dashboards: one test case per input, the set's verdict as properties.
 
-A test case fails when its gate fails (``check``: the heatmap's maximum misses the region), errs
+A test case fails when its gate fails (``check``: the heatmap's maximum misses the region, or
+the image is misclassified against ``--labels``), errs
 when the input could not be processed, and is skipped when it has nothing to be judged on. Every
 piece of text goes through :func:`~cnnvis_cli.output.text.xml_safe`, so a file name holding a
 control character still gives well-formed XML.

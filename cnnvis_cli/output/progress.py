@@ -99,9 +99,14 @@ class ProgressReporter:
 
     def finish(self) -> None:
         """Every image is accounted for: the bar ends at its total."""
-        self._done = self._total
+        self.settle(self._total)
+
+    def settle(self, done: int) -> None:
+        """The bar shows ``done`` images: the inputs the summary accounts for (after Ctrl-C,
+        not the fraction of a batch that was in flight)."""
+        self._done = done
         if self._progress is not None:
-            self._progress.update(self._task, completed=self._total)
+            self._progress.update(self._task, completed=done)
 
     def advance(self, amount: float, current: str = "") -> None:
         """Mark ``amount`` images done (fractions allowed for long per-image work)."""
