@@ -402,4 +402,8 @@ def test_ctrl_c_mid_run_exits_130_with_a_partial_summary(tmp_path, saved_model, 
     assert [Path(r["input"]).name for r in summary["results"]] == ["0.png"]
     assert summary["results"][0]["error"] is None
     assert cv2.imread(summary["results"][0]["outputs"]["overlay"]).shape == (24, 24, 3)
-    assert sorted(p.name for p in out.iterdir()) == ["0_gradcam.png", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "0_gradcam.png",
+        "summary-gradcam.json",
+        "summary.json",
+    ]

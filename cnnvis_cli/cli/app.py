@@ -46,7 +46,12 @@ class LazyGroup(TyperGroup):
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         lazy = self.lazy_commands()
         if cmd_name in self.commands or cmd_name not in lazy:
-            return self.commands.get(cmd_name)
+            command = self.commands.get(cmd_name)
+            if command is not None:
+                from cnnvis_cli.cli.methods import readable_help
+
+                readable_help(command)
+            return command
         summary, panel = lazy[cmd_name]
         if self._listing or ctx.resilient_parsing:  # --help listing or completion: no import
             stub = TyperCommand(cmd_name, help=summary)
@@ -65,6 +70,9 @@ class LazyGroup(TyperGroup):
         return command
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
+        from cnnvis_cli.cli.methods import readable_help
+
+        readable_help(self)
         self._listing = True
         try:
             super().format_help(ctx, formatter)
@@ -103,9 +111,10 @@ def main_callback(
 def _register_tools() -> None:
     from cnnvis_cli.cli.demo import demo
     from cnnvis_cli.cli.layers import layers
+    from cnnvis_cli.cli.methods import epilog
 
-    app.command(name="layers", rich_help_panel=TOOLS_PANEL)(layers)
-    app.command(name="demo", rich_help_panel=TOOLS_PANEL)(demo)
+    app.command(name="layers", rich_help_panel=TOOLS_PANEL, epilog=epilog("layers"))(layers)
+    app.command(name="demo", rich_help_panel=TOOLS_PANEL, epilog=epilog("demo"))(demo)
 
 
 _register_tools()
