@@ -381,6 +381,13 @@ def test_progress_bar_settles_on_what_is_done():
         reporter.settle(3)
     shown = re.findall(r"(\d+)/10", stream.getvalue())
     assert shown and shown[-1] == "3"
+    stream = io.StringIO()
+    console = Console(file=stream, force_terminal=True, width=120)
+    with ProgressReporter(console) as reporter:
+        reporter.start(10, "gradcam")
+        reporter.advance(9.4, "x.png")  # fractions of batches add up short of the total
+        reporter.finish()
+    assert re.findall(r"(\d+)/10", stream.getvalue())[-1] == "10"
 
 
 # -- help ---------------------------------------------------------------------------------------

@@ -249,6 +249,10 @@ class OutputWriter:
         config = self.config
         top_k = len(explanation.maps)
         columns = self._columns(explanation)
+        if config.report:  # the report's picture of the input, while it is decoded
+            from cnnvis_cli.output.report import thumbnail_path, write_thumbnail
+
+            write_thumbnail(loaded.original, thumbnail_path(item.path, config.out))
         for rank, target in enumerate(record.targets):
             tag = f"_top{rank + 1}" if top_k > 1 else ""
             label = target.class_name or f"class {target.class_index}"

@@ -48,6 +48,7 @@ class ProgressReporter:
         self._done = 0.0
         self._started = time.perf_counter()
         self._last_plain = self._started
+        self._last_count = -1  # the count last printed in plain mode (printed when it changes)
 
     def __enter__(self) -> ProgressReporter:
         return self
@@ -115,8 +116,9 @@ class ProgressReporter:
             self._progress.update(self._task, advance=amount, current=escape(printable(current)))
         elif not self.quiet:
             now = time.perf_counter()
-            if now - self._last_plain >= PLAIN_INTERVAL_SECONDS and self._done < self._total:
-                self._last_plain = now
+            due = now - self._last_plain >= PLAIN_INTERVAL_SECONDS
+            if due and int(self._done) != self._last_count and self._done < self._total:
+                self._last_plain, self._last_count = now, int(self._done)
                 rate = self._done / max(now - self._started, 1e-9)
                 self.console.print(
                     f"{int(self._done)}/{self._total} images ({rate:.1f} images/s)",

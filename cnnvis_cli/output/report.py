@@ -98,43 +98,45 @@ def _class_label(name: Any, index: Any) -> str:
     return f"class {index}" if index is not None else "?"
 
 
-def thumbnail(source: Path, out_dir: Path) -> Path | None:
-    """A downscaled JPEG copy of an input in ``out_dir/thumbs/`` (None if it cannot be read).
-
-    Named by the input's stem and a hash of its absolute path (two ``a.png`` in different
-    folders get two thumbnails); an existing thumbnail newer than the input is reused.
-    """
-    from cnnvis_cli.core.decode import decode_image
-    from cnnvis_cli.errors import InputError
-
-    try:
-        absolute = str(source.resolve()).encode("utf-8", "surrogateescape")
-        stat = source.stat()
-    except OSError:
-        return None
+def thumbnail_path(source: Path, out_dir: Path) -> Path:
+    """Where an input's thumbnail goes: ``out_dir/thumbs/<stem>-<hash>.jpg``, the hash of the
+    input's absolute path (two ``a.png`` in different folders get two thumbnails)."""
+    absolute = str(Path(source).absolute()).encode("utf-8", "surrogateescape")
     digest = hashlib.sha1(absolute).hexdigest()[:10]
-    stem = re.sub(r"[^\w.-]", "_", source.stem)[:60] or "input"
-    target = out_dir / THUMBS / f"{stem}-{digest}.jpg"
-    if target.is_file() and target.stat().st_mtime >= stat.st_mtime:
-        return target
-    try:
-        rgb = decode_image(source)
-    except (InputError, OSError):
-        return None
+    stem = re.sub(r"[^\w.-]", "_", Path(source).stem)[:60] or "input"
+    return out_dir / THUMBS / f"{stem}-{digest}.jpg"
+
+
+def write_thumbnail(rgb: np.ndarray, target: Path) -> None:
+    """A JPEG copy of an RGB image, its long side at most ``THUMB_SIDE`` pixels."""
     height, width = rgb.shape[:2]
     factor = THUMB_SIDE / max(height, width)
     if factor < 1:
         size = (max(1, round(width * factor)), max(1, round(height * factor)))
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-    ok, data = cv2.imencode(
-        ".jpg",
-        cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR),
-        [cv2.IMWRITE_JPEG_QUALITY, THUMB_QUALITY],
-    )
+    bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, THUMB_QUALITY])
     if not ok:
-        return None
+        raise OSError(f"JPEG encoding failed for {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(target, data.tobytes())
+
+
+def thumbnail(source: Path, out_dir: Path) -> Path | None:
+    """The input's thumbnail in ``out_dir/thumbs/`` (None if the input cannot be read): the
+    one the run wrote while the image was decoded, or made now; reused while newer than the
+    input."""
+    from cnnvis_cli.core.decode import decode_image
+    from cnnvis_cli.errors import InputError
+
+    target = thumbnail_path(source, out_dir)
+    try:
+        modified = source.stat().st_mtime
+        if target.is_file() and target.stat().st_mtime >= modified:
+            return target
+        write_thumbnail(decode_image(source), target)
+    except (InputError, OSError):
+        return None
     return target
 
 
