@@ -219,7 +219,8 @@ class OutputWriter:
         config = self.config
         columns = []
         for source in sources:
-            pixel_level = get_method(source.method).pixel_level
+            owner = get_method(source.method) if explanation.panels else self.method
+            pixel_level = owner.pixel_level
             display = display_maps(
                 source.maps,
                 source.kind,
