@@ -29,6 +29,7 @@ class OptionSpec:
     argument: bool = False  # a positional argument rather than an option
     hidden: bool = False  # not on the command line (set by code only)
     required: bool = False  # the command line must give it
+    envvar: str | None = None  # an environment variable that sets it when the flag is absent
 
 
 def option(
@@ -43,10 +44,11 @@ def option(
     argument: bool = False,
     hidden: bool = False,
     required: bool = False,
+    envvar: str | None = None,
     default_factory: Any = dataclasses.MISSING,
 ) -> Any:
     """A dataclass field with command-line metadata (see :class:`OptionSpec`)."""
-    spec = OptionSpec(help, flags, metavar, min, max, panel, argument, hidden, required)
+    spec = OptionSpec(help, flags, metavar, min, max, panel, argument, hidden, required, envvar)
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata={CLI: spec})
     return field(default=default, metadata={CLI: spec})

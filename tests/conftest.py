@@ -13,6 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "sample_images"
+DEMO = REPO / "cnnvis_cli" / "data" / "shapes.keras"
 
 
 @pytest.fixture(scope="session")
@@ -90,3 +91,27 @@ def invoke(*args: object):
     except TypeError:
         runner = CliRunner()
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def record_batches(adapter, monkeypatch) -> list[int]:
+    """The batch size of every model call ``adapter`` makes from now on (a list that grows)."""
+    seen: list[int] = []
+    model_output = adapter.model_output
+
+    def recording(batch):
+        seen.append(int(batch.shape[0]))
+        return model_output(batch)
+
+    monkeypatch.setattr(adapter, "model_output", recording)
+    return seen
+
+
+def run_saving_raw(name: str, image: Path, tmp_path: Path, *extra: object):
+    """``cnnvis NAME IMAGE -m DEMO --save-raw``: exit 0; the raw map and the summary."""
+    import json
+
+    out = tmp_path / "out"
+    result = invoke(name, image, "-m", DEMO, "-o", out, "--save-raw", *extra)
+    assert result.exit_code == 0, result.output
+    raw = np.load(out / f"{image.stem}_{name}.npy")
+    return raw, json.loads((out / "summary.json").read_text())

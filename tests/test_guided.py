@@ -35,13 +35,19 @@ def _conv_backward(grad: np.ndarray, kernel: np.ndarray, shape: tuple[int, ...])
 
 
 def reference(
-    ops: list[tuple], images: np.ndarray, classes: np.ndarray, *, guided: bool = True
+    ops: list[tuple],
+    images: np.ndarray,
+    classes: np.ndarray,
+    *,
+    guided: bool = True,
+    deconvnet: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """d logit[b, classes[b]] / d images, logits and every ReLU's pre-activation.
 
     ``ops``: ("conv", W, b), ("dense", W, b), ("relu", threshold, max_value), ("flatten",),
     ("gap",). At a ReLU the gradient is kept where threshold < x < max_value and, when
-    ``guided``, also where the upstream gradient is positive.
+    ``guided``, also where the upstream gradient is positive; ``deconvnet``: only where the
+    upstream gradient is positive, whatever the forward input.
     """
     x = images.astype(np.float64)
     inputs, pre_activations = [], []
@@ -70,6 +76,8 @@ def reference(
             grad = _conv_backward(grad, op[1], x_in.shape)
         elif kind == "dense":
             grad = grad @ op[1].T
+        elif kind == "relu" and deconvnet:
+            grad = grad * (grad > 0)
         elif kind == "relu":
             mask = x_in > op[1]
             if op[2] is not None:

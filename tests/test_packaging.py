@@ -48,11 +48,8 @@ def test_wheel_installed_elsewhere_runs_the_demo_and_check(tmp_path):
         ).stdout.strip()
     )
     (site / "test_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    installed = _run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q"]
-        + [str(wheel)],
-        cwd=tmp_path,
-    )
+    pip = [sys.executable, "-m", "pip", "--python", str(python)]
+    installed = _run([*pip, "install", "--no-deps", "-q", str(wheel)], cwd=tmp_path)
     assert installed.returncode == 0, installed.stderr
     cnnvis = env_dir / "bin" / "cnnvis"
 

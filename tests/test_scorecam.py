@@ -8,6 +8,7 @@ import pytest
 
 from cnnvis_cli.core.adapter import ModelAdapter
 from cnnvis_cli.methods.scorecam import ScoreCAM
+from tests.conftest import record_batches
 
 SIZE = (18, 26)  # non-square
 # the reference calls the functional models on bare tensors
@@ -175,14 +176,7 @@ def test_max_channels_matches_restricted_reference(models):
 def test_model_sees_at_most_eval_batch_masked_inputs(models, channels, monkeypatch):
     """Masked inputs go through the model --eval-batch at a time, whatever K is; traced once."""
     adapter = ModelAdapter(models[channels], preprocess="unit")
-    seen: list[int] = []
-    model_output = adapter.model_output
-
-    def recording(batch):
-        seen.append(int(batch.shape[0]))
-        return model_output(batch)
-
-    monkeypatch.setattr(adapter, "model_output", recording)
+    seen = record_batches(adapter, monkeypatch)
     method = ScoreCAM.create(adapter, eval_batch=6)
     fractions: list[float] = []
     for seed, count in enumerate((6, 2, 5, 6)):  # full and short batches

@@ -111,15 +111,27 @@ def main_callback(
 def _register_tools() -> None:
     from cnnvis_cli.cli.demo import demo
     from cnnvis_cli.cli.layers import layers
+    from cnnvis_cli.cli.maximize import EPILOG, maximize
+    from cnnvis_cli.cli.merge import merge
     from cnnvis_cli.cli.methods import epilog
+    from cnnvis_cli.daemon.commands import daemon_app
 
     app.command(name="layers", rich_help_panel=TOOLS_PANEL, epilog=epilog("layers"))(layers)
+    app.command(name="maximize", rich_help_panel=TOOLS_PANEL, epilog=EPILOG)(maximize)
+    app.command(name="merge", rich_help_panel=TOOLS_PANEL, epilog=epilog("merge"))(merge)
     app.command(name="demo", rich_help_panel=TOOLS_PANEL, epilog=epilog("demo"))(demo)
+    app.add_typer(daemon_app, name="daemon", rich_help_panel=TOOLS_PANEL)
 
 
 _register_tools()
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Entry point: the daemon runs the command when one is up and asked for (see
+    ``daemon/client.py``), else it runs here."""
+    import sys
+
+    from cnnvis_cli.daemon.client import delegate
+
+    delegate(sys.argv)  # strips --daemon/--no-daemon; exits if the daemon ran the command
     app()

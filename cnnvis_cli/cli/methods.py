@@ -37,6 +37,10 @@ EPILOGS = {
     "layers": "cnnvis layers model.keras\n\ncnnvis layers keras:ResNet50 --weights none --all "
     "--plain | grep conv5",
     "demo": "cnnvis demo\n\ncnnvis demo --method gradcam -o /tmp/demo",
+    "rise": "cnnvis rise photo.jpg -m model.keras --samples 2000 --grid 7 --seed 1",
+    "kernelshap": "cnnvis kernelshap photo.jpg -m model.keras --n-segments 50 --samples 1024",
+    "lime": "cnnvis lime photo.jpg -m model.keras --segments grid --n-segments 64",
+    "sobol": "cnnvis sobol photo.jpg -m model.keras --grid 8 --designs 32 --baseline blur",
 }
 """Examples shown under each command's --help (every method and tool has one)."""
 

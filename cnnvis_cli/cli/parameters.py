@@ -87,6 +87,8 @@ def parameter(
             extra["max"] = spec.max
         if not own_default:
             extra["show_default"] = False
+        if spec.envvar:
+            extra["envvar"] = spec.envvar
         info = typer.Option(
             *flag_names(item),
             help=help_text,

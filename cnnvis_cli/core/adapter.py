@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from cnnvis_cli.core.preprocess import apply_preprocess, auto_preprocess
 from cnnvis_cli.errors import ModelError
 
 FEATURES = "features"
+EDITED = "edited"
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class LayerInfo:
 class Forward:
     """One forward pass: the captured features, per-class logits and per-class outputs."""
 
-    features: Any  # (B, h, w, k) output of the captured layer, or None
+    features: Any  # (B, h, w, k) output of the captured layer (a tuple for several), or None
     logits: Any  # (B, C) scores before a final softmax / sigmoid
     outputs: Any  # (B, C) model outputs (probabilities for softmax / sigmoid heads)
 
@@ -315,24 +316,34 @@ class ModelAdapter:
     def forward(
         self,
         raw: Any,
-        feature_layer: LayerInfo | None = None,
+        feature_layer: LayerInfo | Sequence[LayerInfo] | None = None,
         tape: Any = None,
         *,
         preprocessed: bool = False,
+        edit: tuple[LayerInfo, Callable[[Any], Any]] | None = None,
     ) -> Forward:
         """Run the model on raw pixels: features of ``feature_layer``, logits and outputs.
 
-        ``tape`` (a ``tf.GradientTape``) watches the captured features, so gradients with respect
-        to them need no watched weights. ``preprocessed``: ``raw`` is already a model input.
+        ``feature_layer``: one layer (``features`` is its output) or a sequence of layers
+        (``features`` is a tuple, in the same order). ``tape`` (a ``tf.GradientTape``) watches
+        the captured features, so gradients with respect to them need no watched weights.
+        ``preprocessed``: ``raw`` is already a model input. ``edit = (layer, transform)``
+        replaces that layer's output by ``transform(output)`` during this pass (the model itself
+        is left unchanged).
         """
+        several = isinstance(feature_layer, (list, tuple))
+        layers = list(feature_layer) if several else [feature_layer] if feature_layer else []
         with Capture(tape) as capture:
-            if feature_layer is not None:
-                capture.output(FEATURES, feature_layer.layer, feature_layer.path)
+            if edit is not None:
+                capture.replace(EDITED, edit[0].layer, edit[1], edit[0].path)
+            for number, info in enumerate(layers):
+                capture.output(f"{FEATURES}{number}", info.layer, info.path)
             self.score_head.attach(capture)
             inputs = raw if preprocessed else self.preprocess(raw)
             outputs = self.model_output(inputs)
             logits, outputs = self.score_head.scores(outputs, capture)
-            features = capture[FEATURES] if feature_layer is not None else None
+            found = tuple(capture[f"{FEATURES}{n}"] for n in range(len(layers)))
+        features = found if several else (found[0] if found else None)
         return Forward(features, logits, outputs)
 
     def outputs(self, raw: Any) -> Any:

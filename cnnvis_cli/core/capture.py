@@ -9,6 +9,10 @@ removed by :meth:`Capture.release` (on leaving the ``with`` block), so the user'
 it was. Reading a capture that did not fire raises: a silent fallback would explain the wrong
 tensor (pytorch-grad-cam's ``ActivationsAndGradients`` is the precedent for owning and releasing
 the hooks).
+
+:meth:`Capture.replace` *modifies* a layer's output for the pass (Ablation-CAM zeroes channels
+with it): later layers see ``transform(output)``. The replacement is removed with the other
+wrappers, so the model computes its own outputs again after the ``with`` block.
 """
 
 from __future__ import annotations
@@ -56,6 +60,19 @@ class Capture:
 
         def record(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             out = original(*args, **kwargs)
+            self._store(key, out)
+            return out
+
+        self._wrap(key, layer, path, record)
+
+    def replace(
+        self, key: str, layer: Any, transform: Callable[[Any], Any], path: str | None = None
+    ) -> None:
+        """Replace ``layer``'s output by ``transform(output)`` for this pass; record the result
+        under ``key``."""
+
+        def record(original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+            out = transform(original(*args, **kwargs))
             self._store(key, out)
             return out
 

@@ -18,6 +18,7 @@ MODEL_PANEL = "Model"
 OUTPUT_PANEL = "Output"
 METRICS_PANEL = "Metrics and report"
 INPUT_PANEL = "Input and batching"
+SCALE_PANEL = "Shards and resuming"
 DEFAULT_OUT = Path("cnnvis-out")
 
 
@@ -208,6 +209,20 @@ class RunConfig:
         "flagged (and fail `cnnvis check`).",
         metavar="FILE",
         panel=METRICS_PANEL,
+    )
+    shard: str | None = option(
+        None,
+        "Process shard I of N only (0 <= I < N): a stable partition by each input's path, for CI "
+        "matrices and job arrays; `cnnvis merge` joins the shards' outputs.",
+        metavar="I/N",
+        envvar="CNNVIS_SHARD",
+        panel=SCALE_PANEL,
+    )
+    resume: bool = option(
+        False,
+        "Skip inputs a previous run into the same -o already finished (same model, method and "
+        "options; the input unchanged), even after Ctrl-C or kill -9; do the rest.",
+        panel=SCALE_PANEL,
     )
     # set by code, not flags
     method: str = option("gradcam", hidden=True)

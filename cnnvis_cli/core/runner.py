@@ -8,6 +8,7 @@ Whatever happens after setup — failed inputs, Ctrl-C, SIGTERM — the summary 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
@@ -24,6 +25,8 @@ from cnnvis_cli.core.adapter import ModelAdapter
 from cnnvis_cli.core.batching import Batching, chunk_size
 from cnnvis_cli.core.config import RunConfig
 from cnnvis_cli.core.discover import InputItem, discover
+from cnnvis_cli.core.resume import RunIdentity, finished_records, source_of
+from cnnvis_cli.core.shards import Shard, item_key, problem_key
 from cnnvis_cli.core.signals import terminate_as_interrupt
 from cnnvis_cli.core.source import ImageSource, LoadedImage
 from cnnvis_cli.core.targets import Targets
@@ -38,6 +41,7 @@ from cnnvis_cli.output.files import (
     remove_stale_temporaries,
     write_npy,
 )
+from cnnvis_cli.output.journal import Journal
 from cnnvis_cli.output.legend import with_legend
 from cnnvis_cli.output.progress import ProgressReporter
 from cnnvis_cli.output.render import (
@@ -118,6 +122,11 @@ def validate_config(config: RunConfig) -> None:
             Targets(class_index=0, top_k=config.top_k)  # raises: they conflict
     except ValueError as exc:
         raise CnnvisError(str(exc)) from None
+    if config.shard:
+        try:
+            Shard.parse(config.shard)
+        except ValueError as exc:
+            raise CnnvisError(str(exc)) from None
     unknown = [m for m in config.metric_names if m not in METRICS]
     if unknown:
         raise CnnvisError(
@@ -136,6 +145,7 @@ def build_method(
     has the same shape and the compiled functions are traced once.
     """
     from cnnvis_cli.methods import get_method
+    from cnnvis_cli.warm import cached_method
 
     cls = get_method(config.method)
     images = config.batch_size
@@ -148,15 +158,12 @@ def build_method(
         targets = Targets(class_index, 1 if class_index is not None else config.top_k)
         batching = Batching(images, config.eval_batch)
         options = config.method_options or cls.options_type()
-        if config.method == "compare":
-            return cls(
-                adapter,
-                options,
-                column_options=config.column_options,
-                targets=targets,
-                batching=batching,
-            )
-        return cls(adapter, options, targets=targets, batching=batching)
+        extra = {"column_options": config.column_options} if config.method == "compare" else {}
+        # in the daemon, the method built for the same model and settings (its traced
+        # functions); in-process, a new one
+        return cached_method(
+            cls, adapter, options=options, targets=targets, batching=batching, **extra
+        )
     except ValueError as exc:
         raise CnnvisError(str(exc)) from None
 
@@ -287,10 +294,12 @@ class OutputWriter:
         return record
 
     def submit(self, work: Work) -> list[tuple[LoadedImage, Future]]:
-        """Queue one image; returns the writes that must be collected to keep memory bounded."""
+        """Queue one image; returns, in order, the writes already finished and those that must
+        be waited for to keep at most WRITES_IN_FLIGHT pending (collected promptly, so the
+        journal lags the files on disk by as little as possible)."""
         self.pending.append((work.loaded, self.pool.submit(self.render, work)))
         done = []
-        while len(self.pending) > WRITES_IN_FLIGHT:
+        while self.pending and (len(self.pending) > WRITES_IN_FLIGHT or self.pending[0][1].done()):
             done.append(self.pending.popleft())
         return done
 
@@ -346,7 +355,12 @@ def new_record(loaded: LoadedImage, explanation: Explanation, adapter: ModelAdap
         cls, score = explanation.predicted
         predicted = TargetRecord(cls, adapter.class_name(cls), rounded(score))
     facts = explanation.facts.to_json() if explanation.facts is not None else {}
-    return Record(str(loaded.item.path), targets, predicted, facts=facts, notes=list(loaded.notes))
+    record = Record(
+        str(loaded.item.path), targets, predicted, facts=facts, notes=list(loaded.notes)
+    )
+    with contextlib.suppress(OSError):  # moved or deleted since it was read: no resume key
+        record.source = source_of(loaded.item.path)
+    return record
 
 
 def run_method(
@@ -355,13 +369,15 @@ def run_method(
     items: list[InputItem],
     reporter: ProgressReporter,
     summary: Summary,
+    journal: Journal | None = None,
     labels: Labels | None = None,
 ) -> Summary:
-    """Run ``method`` over ``items`` into ``summary``; every input ends up in it.
+    """Run ``method`` over ``items`` into ``summary`` (and each finished one into ``journal``);
+    every input ends up in the summary. ``labels``: expected classes to judge predictions by.
 
     The progress bar counts every input found (``summary.inputs_found``; those already in the
-    summary, such as unreadable files, count as done) and ends at the number of records, so after
-    Ctrl-C it shows what the closing table counts."""
+    summary, such as unreadable files or resumed inputs, count as done) and ends at the number of
+    records, so after Ctrl-C it shows what the closing table counts."""
     adapter = method.adapter
     source = ImageSource(
         items,
@@ -383,7 +399,10 @@ def run_method(
     def collect(done: list[tuple[LoadedImage, Future]]) -> None:
         for loaded, future in done:
             try:
-                summary.add(future.result())
+                record = future.result()
+                summary.add(record)
+                if journal is not None:
+                    journal.add(record)
             except (InputError, OSError) as exc:
                 fail(
                     loaded.item,
@@ -437,8 +456,7 @@ def run_method(
             writer.close()
             summary.seconds += time.perf_counter() - started
     reporter.settle(len(summary.records))
-    order = {str(item.path): i for i, item in enumerate(items)}
-    summary.records.sort(key=lambda r: order.get(r.input, len(order)))
+    summary.records.sort(key=lambda r: r.input)
     return summary
 
 
@@ -455,13 +473,17 @@ def render_settings(config: RunConfig) -> dict[str, object]:
     }
 
 
-def _header(config: RunConfig, method: Method, items: list[InputItem]) -> list[str]:
+def _header(config: RunConfig, method: Method, items: list[InputItem], resumed: int) -> list[str]:
     adapter = method.adapter
     layer = getattr(method, "layer", None)
-    layer_note = f", layer {layer.path}" if layer is not None else ""
+    layers = getattr(method, "layers", None) or ([layer] if layer is not None else [])
+    word = "layers" if len(layers) > 1 else "layer"
+    layer_note = f", {word} {', '.join(info.path for info in layers)}" if layers else ""
+    shard = f" (shard {config.shard})" if config.shard else ""
+    done = f", {resumed} already done (--resume)" if resumed else ""
     lines = [
-        f"cnnvis {config.title or method.name}: {len(items)} image(s), model {adapter.source}"
-        f"{layer_note}",
+        f"cnnvis {config.title or method.name}: {len(items)} image(s){shard}{done}, model "
+        f"{adapter.source}{layer_note}",
         f"preprocess {adapter.preprocess_mode} ({adapter.preprocess_reason})",
     ]
     return lines + [f"note: {note}" for note in method.notes()]
@@ -489,43 +511,84 @@ def finish_outputs(
     return None
 
 
+@dataclass
+class Setup:
+    """Everything a run needs once its options, inputs and model are known to be usable."""
+
+    items: list[InputItem]  # this run's inputs (this shard's), still to do
+    problems: list[tuple[Path, str]]
+    method: Method
+    identity: RunIdentity
+    finished: dict[str, Record]  # inputs a previous run already did (--resume)
+    found: int  # every input found (all shards)
+    labels: Labels | None = None  # expected classes (--labels)
+
+
+def shard_inputs(
+    config: RunConfig, items: list[InputItem], problems: list[tuple[Path, str]]
+) -> tuple[list[InputItem], list[tuple[Path, str]]]:
+    """This shard's inputs and problems (all of them without --shard)."""
+    if not config.shard:
+        return items, problems
+    shard = Shard.parse(config.shard)
+    return (
+        [item for item in items if shard.holds(item_key(item))],
+        [(path, message) for path, message in problems if shard.holds(problem_key(path))],
+    )
+
+
+def setup(config: RunConfig, lock: OutputLock) -> Setup:
+    """Validate, lock the output folder, find the inputs, load the model, build the method."""
+    from cnnvis_cli.core.fingerprint import fingerprint
+    from cnnvis_cli.core.loading import load_model
+    from cnnvis_cli.warm import cached_model
+
+    validate_config(config)
+    if config.junit is not None:
+        check_writable_file(config.junit, "the JUnit file")
+    prepare_output_dir(config.out)
+    lock.acquire()
+    remove_stale_temporaries(config.out)
+    everything, all_problems = discover(
+        config.images, recursive=config.recursive, out_dir=config.out
+    )
+    if not everything and all_problems:
+        reasons = "; ".join(f"{path}: {message}" for path, message in all_problems)
+        raise CnnvisError(f"nothing to process ({reasons})")
+    if not everything:
+        raise CnnvisError(no_images_message(config))
+    items, problems = shard_inputs(config, everything, all_problems)
+    labels = Labels(config.labels) if config.labels is not None else None
+    adapter = cached_model(  # in the daemon, the model it holds when the file is unchanged
+        load_model,
+        config.model,
+        class_names=config.class_names,
+        preprocess=config.preprocess,
+        weights=config.weights,
+        output=config.output,
+        unsafe=config.unsafe_load,
+        custom_objects=config.custom_objects,
+    )
+    method = build_method(config, adapter, max(1, len(items)))
+    if labels is not None:
+        labels.resolve(adapter)
+    identity = RunIdentity(
+        fingerprint(config.model, config.weights), method.name, method.params(), config.shard
+    )
+    finished = finished_records(config.out, identity, items) if config.resume else {}
+    todo = [item for item in items if str(item.path) not in finished]
+    return Setup(todo, problems, method, identity, finished, len(items) + len(problems), labels)
+
+
 def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | None = None) -> int:
     """Run one explanation command end to end and return its exit code."""
-    from cnnvis_cli.core.loading import load_model
-
     stdout = stdout or Console()
     stderr = stderr or Console(stderr=True)
     current_umask()  # read once, in the main thread, before any writer thread starts
     with ProgressReporter(stderr, quiet=config.quiet) as reporter, terminate_as_interrupt():
         lock = OutputLock(config.out)
         try:
-            validate_config(config)
-            if config.junit is not None:
-                check_writable_file(config.junit, "the JUnit file")
-            prepare_output_dir(config.out)
-            lock.acquire()
-            remove_stale_temporaries(config.out)
-            items, problems = discover(
-                config.images, recursive=config.recursive, out_dir=config.out
-            )
-            if not items and problems:
-                reasons = "; ".join(f"{path}: {message}" for path, message in problems)
-                raise CnnvisError(f"nothing to process ({reasons})")
-            if not items:
-                raise CnnvisError(no_images_message(config))
-            labels = Labels(config.labels) if config.labels is not None else None
-            adapter = load_model(
-                config.model,
-                class_names=config.class_names,
-                preprocess=config.preprocess,
-                weights=config.weights,
-                output=config.output,
-                unsafe=config.unsafe_load,
-                custom_objects=config.custom_objects,
-            )
-            method = build_method(config, adapter, len(items))
-            if labels is not None:
-                labels.resolve(adapter)
+            ready = setup(config, lock)
         except CnnvisError as exc:
             lock.release()
             reporter.fatal(str(exc))
@@ -534,30 +597,7 @@ def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | N
             lock.release()
             return 143 if isinstance(stop, Terminated) else 130
         try:
-            for line in _header(config, method, items):
-                reporter.info(line)
-            run_name = f"check-{method.name}" if config.check is not None else method.name
-            summary = Summary(method=method.name, output_dir=config.out, run=run_name)
-            summary.model = adapter.describe()
-            summary.params = method.params()
-            summary.extra["render"] = render_settings(config)
-            if config.title:
-                summary.extra["title"] = config.title
-            summary.inputs_found = len(items) + len(problems)
-            for path, message in problems:
-                reporter.error(path, message)
-                summary.add(Record(str(path), error=message))
-            try:
-                run_method(config, method, items, reporter, summary, labels)
-            except KeyboardInterrupt as stop:
-                summary.interrupted = True
-                summary.terminated = isinstance(stop, Terminated)
-            if config.check is not None:
-                processed = [r for r in summary.records if r.ok]
-                summary.check = config.check.verdict(
-                    [r.check for r in processed], [r.label for r in processed]
-                )
-            failed = finish_outputs(config, summary, reporter.fatal)
+            summary, failed = execute(config, ready, reporter)
         finally:
             lock.release()
     if config.json_output:
@@ -568,6 +608,46 @@ def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | N
             title=f"cnnvis {config.title or summary.method}",
         )
     return failed if failed is not None else summary.exit_code()
+
+
+def execute(
+    config: RunConfig, ready: Setup, reporter: ProgressReporter
+) -> tuple[Summary, int | None]:
+    """Process the inputs, then write the summary, JUnit and report (exit 2 if they fail)."""
+    method = ready.method
+    for line in _header(config, method, ready.items, len(ready.finished)):
+        reporter.info(line)
+    run_name = f"check-{method.name}" if config.check is not None else method.name
+    summary = Summary(method=method.name, output_dir=config.out, run=run_name)
+    summary.model = method.adapter.describe()
+    summary.params = method.params()
+    summary.extra = {"fingerprint": ready.identity.fingerprint, "render": render_settings(config)}
+    if config.title:
+        summary.extra["title"] = config.title
+    if config.shard:
+        summary.extra["shard"] = config.shard
+    summary.inputs_found = ready.found
+    for record in ready.finished.values():
+        summary.add(record)
+    for path, message in ready.problems:
+        reporter.error(path, message)
+        summary.add(Record(str(path), error=message))
+    journal = Journal(config.out, ready.identity.header())
+    for record in ready.finished.values():
+        journal.add(record)
+    try:
+        run_method(config, method, ready.items, reporter, summary, journal, ready.labels)
+    except KeyboardInterrupt as stop:
+        summary.interrupted = True
+        summary.terminated = isinstance(stop, Terminated)
+    if config.check is not None:
+        processed = [r for r in summary.records if r.ok]
+        summary.check = config.check.verdict(
+            [r.check for r in processed], [r.label for r in processed]
+        )
+    failed = finish_outputs(config, summary, reporter.fatal)
+    journal.close(remove=failed is None)
+    return summary, failed
 
 
 def no_images_message(config: RunConfig) -> str:

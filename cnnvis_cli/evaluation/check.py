@@ -175,33 +175,47 @@ class RegionCheck:
         return record
 
     def verdict(
-        self, checks: list[dict[str, Any]], labels: list[dict[str, Any] | None] | None = None
+        self, checks: list[dict[str, Any] | None], labels: list[dict[str, Any] | None] | None = None
     ) -> dict[str, Any]:
         """Set-level figures over the per-image check records that were scored (and the
         labels of the processed images, when expected labels were given)."""
-        scored = [c for c in checks if c and c.get("energy") is not None]
-        mean_energy = float(np.mean([c["energy"] for c in scored])) if scored else 0.0
-        hit_rate = float(np.mean([c["hit"] for c in scored])) if scored else 0.0
-        judged = [label for label in labels or [] if label is not None]
-        accuracy = float(np.mean([j["correct"] for j in judged])) if judged else None
-        passed = bool(scored) and mean_energy >= self.min_energy and hit_rate >= self.min_hit_rate
-        if accuracy is not None:
-            passed = passed and accuracy >= self.min_accuracy
-        extra = {}
-        if accuracy is not None:
-            extra = {
-                "labelled": len(judged),
-                "misclassified": sum(1 for j in judged if not j["correct"]),
-                "accuracy": round(accuracy, 6),
-                "min_accuracy": self.min_accuracy,
-            }
-        return {
-            "images": len(scored),
-            "mean_energy": round(mean_energy, 6),
-            "hit_rate": round(hit_rate, 6),
-            "min_energy": self.min_energy,
-            "min_hit_rate": self.min_hit_rate,
-            "tolerance": self.tolerance,
-            **extra,
-            "passed": passed,
+        return verdict(
+            checks, self.min_energy, self.min_hit_rate, self.tolerance, labels, self.min_accuracy
+        )
+
+
+def verdict(
+    checks: list[dict[str, Any] | None],
+    min_energy: float,
+    min_hit_rate: float,
+    tolerance: int,
+    labels: list[dict[str, Any] | None] | None = None,
+    min_accuracy: float = 1.0,
+) -> dict[str, Any]:
+    """The set's mean energy and hit rate over the scored images — and with expected labels
+    the share classified correctly — and whether they pass."""
+    scored = [c for c in checks if c and c.get("energy") is not None]
+    mean_energy = float(np.mean([c["energy"] for c in scored])) if scored else 0.0
+    hit_rate = float(np.mean([c["hit"] for c in scored])) if scored else 0.0
+    passed = bool(scored) and mean_energy >= min_energy and hit_rate >= min_hit_rate
+    judged = [label for label in labels or [] if label is not None]
+    extra: dict[str, Any] = {}
+    if judged:
+        accuracy = float(np.mean([j["correct"] for j in judged]))
+        passed = passed and accuracy >= min_accuracy
+        extra = {
+            "labelled": len(judged),
+            "misclassified": sum(1 for j in judged if not j["correct"]),
+            "accuracy": round(accuracy, 6),
+            "min_accuracy": min_accuracy,
         }
+    return {
+        "images": len(scored),
+        "mean_energy": round(mean_energy, 6),
+        "hit_rate": round(hit_rate, 6),
+        "min_energy": min_energy,
+        "min_hit_rate": min_hit_rate,
+        "tolerance": tolerance,
+        **extra,
+        "passed": passed,
+    }

@@ -65,6 +65,69 @@ _REGISTRY: dict[str, Entry] = {
         "Score-CAM (Wang et al., 2020): channels weighted by the class score of the input masked "
         "with them; gradient-free.",
     ),
+    "xgradcam": Entry(
+        "cnnvis_cli.methods.xgradcam:XGradCAM",
+        "XGrad-CAM (Fu et al., 2020): channels weighted by gradient x activation over activation.",
+    ),
+    "eigencam": Entry(
+        "cnnvis_cli.methods.eigencam:EigenCAM",
+        "Eigen-CAM (Muhammad & Yeasin, 2020): first principal component of a layer; "
+        "class-agnostic, no gradients.",
+    ),
+    "eigengradcam": Entry(
+        "cnnvis_cli.methods.eigencam:EigenGradCAM",
+        "Eigen-Grad-CAM: first principal component of gradient x activation (class-specific).",
+    ),
+    "ablationcam": Entry(
+        "cnnvis_cli.methods.ablationcam:AblationCAM",
+        "Ablation-CAM (Desai & Ramaswamy, 2020): channels weighted by the score drop when each is "
+        "zeroed; gradient-free.",
+    ),
+    "gradcam-elementwise": Entry(
+        "cnnvis_cli.methods.gradcam_elementwise:GradCAMElementWise",
+        "Grad-CAM element-wise (pytorch-grad-cam): sum of positive gradient x activation.",
+    ),
+    "gradient-input": Entry(
+        "cnnvis_cli.methods.gradient_input:GradientInput",
+        "Gradient x input (Shrikumar et al., 2016): the model input times its gradient.",
+    ),
+    "vargrad": Entry(
+        "cnnvis_cli.methods.vargrad:VarGrad",
+        "VarGrad (Adebayo et al., 2018): variance of the gradients of noisy copies.",
+    ),
+    "squaregrad": Entry(
+        "cnnvis_cli.methods.vargrad:SquareGrad",
+        "SquareGrad (Hooker et al., 2019): mean squared gradient of noisy copies.",
+    ),
+    "deconvnet": Entry(
+        "cnnvis_cli.methods.deconvnet:DeconvNet",
+        "DeconvNet (Zeiler & Fergus, 2014): input gradients through ReLUs that pass positive "
+        "gradients.",
+    ),
+    "gradient-shap": Entry(
+        "cnnvis_cli.methods.gradient_shap:GradientShap",
+        "GradientSHAP / expected gradients (Lundberg & Lee, 2017; Erion et al.): gradients "
+        "averaged over random baselines; reports the completeness gap.",
+    ),
+    "rise": Entry(
+        "cnnvis_cli.methods.rise:Rise",
+        "RISE (Petsiuk et al., 2018): random masks weighted by the class probability they keep; "
+        "black-box.",
+    ),
+    "kernelshap": Entry(
+        "cnnvis_cli.methods.kernelshap:KernelShap",
+        "KernelSHAP (Lundberg & Lee, 2017): Shapley values of superpixels from a weighted "
+        "regression; black-box.",
+    ),
+    "lime": Entry(
+        "cnnvis_cli.methods.lime:Lime",
+        "LIME (Ribeiro et al., 2016): a locally weighted linear model over superpixels; black-box.",
+    ),
+    "sobol": Entry(
+        "cnnvis_cli.methods.sobol:Sobol",
+        "Sobol attribution (Fel et al., 2021): total-order variance share of each mask cell; "
+        "black-box.",
+    ),
     "compare": Entry(
         "cnnvis_cli.methods.compare:Compare",
         "One labelled panel per image: input | Grad-CAM | occlusion | guided Grad-CAM (or "

@@ -102,8 +102,9 @@ class Method(ABC):
         if adapter.forward_only and self.needs_gradients:
             raise ModelError(
                 f"{adapter.source}: a SavedModel directory exposes forward passes only (no "
-                f"layers or gradients), so {self.name} cannot run on it; use `cnnvis occlusion`, "
-                "or load the .keras file the model was saved from"
+                f"layers or gradients), so {self.name} cannot run on it; use a black-box method "
+                "(occlusion, rise, kernelshap, lime, sobol), or load the .keras file the model was "
+                "saved from"
             )
         self.adapter = adapter
         self.targets = targets or Targets()

@@ -23,11 +23,10 @@ from cnnvis_cli.core.tf import tf_and_keras
 from cnnvis_cli.methods.cam import BaseCAM
 
 
-def gradcam_maps(features: Any, gradients: Any) -> Any:
-    """ReLU(sum_k mean_ij(dY/dA^k) * A^k), unnormalised, for (B, h, w, k) tensors -> (B, h, w)."""
+def gradcam_weighted(features: Any, gradients: Any) -> Any:
+    """mean_ij(dY/dA^k) * A^k for (B, h, w, k) tensors -> (B, h, w, k)."""
     tf, _ = tf_and_keras()
-    weights = tf.reduce_mean(gradients, axis=(1, 2))
-    return tf.nn.relu(tf.einsum("bhwk,bk->bhw", features, weights))
+    return features * tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
 
 
 class GradCAM(BaseCAM):
@@ -36,5 +35,5 @@ class GradCAM(BaseCAM):
     name = "gradcam"
     title = "Grad-CAM"
 
-    def cam(self, features: Any, gradients: Any) -> Any:
-        return gradcam_maps(features, gradients)
+    def weighted(self, features: Any, gradients: Any) -> Any:
+        return gradcam_weighted(features, gradients)

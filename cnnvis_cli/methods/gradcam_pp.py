@@ -25,14 +25,14 @@ from cnnvis_cli.core.tf import tf_and_keras
 from cnnvis_cli.methods.cam import BaseCAM
 
 
-def gradcam_pp_maps(features: Any, gradients: Any) -> Any:
-    """ReLU(sum_k w_k A^k) with the Grad-CAM++ weights, for (B, h, w, k) tensors -> (B, h, w)."""
+def gradcam_pp_weighted(features: Any, gradients: Any) -> Any:
+    """w_k A^k with the Grad-CAM++ weights, for (B, h, w, k) tensors -> (B, h, w, k)."""
     tf, _ = tf_and_keras()
     squared = tf.square(gradients)
     activation_sums = tf.reduce_sum(features, axis=(1, 2), keepdims=True)  # sum_ab A_ab^k
     alpha = tf.math.divide_no_nan(squared, 2.0 * squared + activation_sums * squared * gradients)
-    weights = tf.reduce_sum(alpha * tf.nn.relu(gradients), axis=(1, 2))  # (B, k)
-    return tf.nn.relu(tf.einsum("bhwk,bk->bhw", features, weights))
+    weights = tf.reduce_sum(alpha * tf.nn.relu(gradients), axis=(1, 2), keepdims=True)
+    return features * weights
 
 
 class GradCAMPlusPlus(BaseCAM):
@@ -41,5 +41,5 @@ class GradCAMPlusPlus(BaseCAM):
     name = "gradcam-pp"
     title = "Grad-CAM++"
 
-    def cam(self, features: Any, gradients: Any) -> Any:
-        return gradcam_pp_maps(features, gradients)
+    def weighted(self, features: Any, gradients: Any) -> Any:
+        return gradcam_pp_weighted(features, gradients)

@@ -7,6 +7,9 @@ model's weights are never differentiated), and a traced function prunes the weig
 TensorFlow's convolution gradient would otherwise compute — on some Intel CPUs oneDNN's eager
 filter gradient of a 1x1 stride-2 convolution corrupts the heap.
 
+Several layers' features can be differentiated from one forward pass (multi-layer CAMs), and
+the model input itself instead of the raw pixels (``preprocessed``: gradient x input).
+
 An optional ``context`` (e.g. guided back-propagation's swapped ReLUs) is active during the
 forward pass, which is when the backward functions are recorded.
 """
@@ -14,7 +17,7 @@ forward pass, which is when the backward functions are recorded.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cnnvis_cli.core.adapter import Forward, LayerInfo, ModelAdapter
@@ -28,14 +31,17 @@ def logit_gradients(
     choose: Callable[[Forward], Any],
     top_k: int,
     *,
-    layer: LayerInfo | None = None,
+    layer: LayerInfo | Sequence[LayerInfo] | None = None,
     context: Any = None,
+    preprocessed: bool = False,
 ) -> tuple[Any, Any, Forward]:
     """Gradients (B, K, ...) of each target's logit, the targets (B, K) and the forward pass.
 
-    The gradients are with respect to the raw pixels (B, K, h, w, c) when ``layer`` is None,
-    else the layer's features (B, K, h', w', k). ``choose(forward)`` returns the (B, K) int32
-    targets; K = ``top_k``. A target the source does not influence has a zero gradient.
+    The gradients are with respect to the input (B, K, h, w, c) when ``layer`` is None — the
+    raw pixels, or the model input itself when ``preprocessed`` (``raw`` is then already
+    preprocessed) — else the layer's features (B, K, h', w', k); for a sequence of layers, a
+    list with one such tensor per layer. ``choose(forward)`` returns the (B, K) int32 targets;
+    K = ``top_k``. A target the source does not influence has a zero gradient.
     """
     tf, _ = tf_and_keras()
     raw = tf.convert_to_tensor(raw, tf.float32)
@@ -47,14 +53,23 @@ def logit_gradients(
         )
         if layer is None:
             tape.watch(raw)
-        forward = adapter.forward(raw, layer, tape=tape)
+        forward = adapter.forward(raw, layer, tape=tape, preprocessed=preprocessed)
         targets = choose(forward)
         scores = gather_targets(forward.logits, targets)
         per_target = [scores[:, k] for k in range(top_k)]
-    source = raw if layer is None else forward.features
-    gradients = []
+    several = isinstance(layer, (list, tuple))
+    features = list(forward.features) if several else [forward.features]
+    sources = [raw] if layer is None else features
+    gradients: list[list[Any]] = [[] for _ in sources]
     for score in per_target:
-        gradient = tape.gradient(score, source)
-        gradients.append(tf.zeros_like(source) if gradient is None else gradient)
+        for found, gradient in zip(gradients, tape.gradient(score, sources), strict=True):
+            found.append(gradient)
     del tape
-    return tf.cast(tf.stack(gradients, axis=1), tf.float32), targets, forward
+    stacked = [
+        tf.cast(
+            tf.stack([tf.zeros_like(s) if g is None else g for g in found], axis=1),
+            tf.float32,
+        )
+        for s, found in zip(sources, gradients, strict=True)
+    ]
+    return (stacked if several else stacked[0]), targets, forward

@@ -26,19 +26,23 @@ Both maps are signed h x w x c arrays and are not normalised (the renderer centr
 The ReLUs are guided without touching the user's model for good: while the compiled function is
 traced, each ReLU activation (``layer.activation``) or ``ReLU`` layer ``call`` is temporarily
 replaced by a wrapper that calls the original function (so forward values are unchanged) under a
-``tf.custom_gradient`` with the guided backward pass, and restored afterwards.
+``tf.custom_gradient`` with the guided backward pass, and restored afterwards
+(:class:`SwappedReLUs`; DeconvNet reuses it with another backward rule, ``deconvnet.py``).
+
+Guided Grad-CAM's Grad-CAM factor takes every ``--layer`` given (several: their maps averaged,
+see ``cam.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from cnnvis_cli.core.adapter import LayerInfo, ModelAdapter
 from cnnvis_cli.core.tf import tf_and_keras
 from cnnvis_cli.methods.base import BatchMethod
-from cnnvis_cli.methods.cam import LayerOptions
+from cnnvis_cli.methods.cam import CAMOptions, LayerOptions, layer_params
 from cnnvis_cli.methods.gradcam import GradCAM
 from cnnvis_cli.methods.gradients import logit_gradients
 from cnnvis_cli.options import Options
@@ -124,27 +128,35 @@ def plan_guided_relus(layers: list[LayerInfo], head: Any = None) -> tuple[list[_
     return gates, unguided
 
 
-def _guided(function: Callable[..., Any], threshold: float, max_value: float | None) -> Any:
-    """Wrap ``function`` (a ReLU): same forward values, guided backward pass."""
+BackwardRule = Callable[[Any, Any, _Gate], Any]
+"""A ReLU's replacement backward pass: (forward input x, upstream gradient g, gate) -> dx."""
 
-    def guided(inputs: Any, *args: Any, **kwargs: Any) -> Any:
+
+def guided_rule(x: Any, upstream: Any, gate: _Gate) -> Any:
+    """Guided back-propagation: [t < x < max_value] * [g > 0] * g."""
+    tf, _ = tf_and_keras()
+    keep = tf.logical_and(x > tf.cast(gate.threshold, x.dtype), upstream > 0)
+    if gate.max_value is not None:
+        keep = tf.logical_and(keep, x < tf.cast(gate.max_value, x.dtype))
+    return upstream * tf.cast(keep, upstream.dtype)
+
+
+def _swapped(function: Callable[..., Any], gate: _Gate, rule: BackwardRule) -> Any:
+    """Wrap ``function`` (a ReLU): same forward values, ``rule`` as its backward pass."""
+
+    def swapped(inputs: Any, *args: Any, **kwargs: Any) -> Any:
         tf, _ = tf_and_keras()
 
         @tf.custom_gradient
         def apply(x: Any) -> Any:
-            y = function(x, *args, **kwargs)
-
             def backward(upstream: Any) -> Any:
-                keep = tf.logical_and(x > tf.cast(threshold, x.dtype), upstream > 0)
-                if max_value is not None:
-                    keep = tf.logical_and(keep, x < tf.cast(max_value, x.dtype))
-                return upstream * tf.cast(keep, upstream.dtype)
+                return rule(x, upstream, gate)
 
-            return y, backward
+            return function(x, *args, **kwargs), backward
 
         return apply(tf.convert_to_tensor(inputs))
 
-    return guided
+    return swapped
 
 
 def unguided_note(paths: list[str]) -> list[str]:
@@ -157,20 +169,21 @@ def unguided_note(paths: list[str]) -> list[str]:
     ]
 
 
-class _GuidedReLUs:
-    """Context manager: swap each gate's function for its guided wrapper, restore on exit."""
+class SwappedReLUs:
+    """Context manager: give each gate's ReLU the backward pass ``rule``, restore on exit."""
 
-    def __init__(self, gates: list[_Gate]) -> None:
+    def __init__(self, gates: list[_Gate], rule: BackwardRule) -> None:
         self._gates = gates
+        self._rule = rule
         self._saved: list[tuple[Any, str, Any]] = []
 
-    def __enter__(self) -> _GuidedReLUs:
+    def __enter__(self) -> SwappedReLUs:
         try:
             for gate in self._gates:
                 layer, attribute = gate.layer, gate.attribute
                 original = getattr(layer, attribute)
                 self._saved.append((layer, attribute, layer.__dict__.get(attribute, _MISSING)))
-                wrapper = _guided(original, gate.threshold, gate.max_value)
+                wrapper = _swapped(original, gate, self._rule)
                 object.__setattr__(layer, attribute, wrapper)
         except BaseException:
             self._restore()
@@ -196,6 +209,7 @@ class GuidedBackprop(BatchMethod):
     name = "guided"
     title = "Guided backprop"
     kind = "gradient"
+    rule: ClassVar[BackwardRule] = staticmethod(guided_rule)
 
     def __init__(self, adapter: ModelAdapter, options: Options | None = None, **kwargs: Any):
         self._gates, self.unguided_layers = plan_guided_relus(
@@ -217,7 +231,7 @@ class GuidedBackprop(BatchMethod):
             raw,
             (lambda f: self.targets.select(f.outputs)) if targets is None else (lambda _: targets),
             self.top_k,
-            context=_GuidedReLUs(self._gates),
+            context=SwappedReLUs(self._gates, type(self).rule),
         )
         return gradients, self.chosen(forward, targets)
 
@@ -235,7 +249,8 @@ class GuidedGradCAM(BatchMethod):
     options_type = LayerOptions
 
     def __init__(self, adapter: ModelAdapter, options: LayerOptions | None = None, **kwargs: Any):
-        self.gradcam = GradCAM(adapter, options, **kwargs)
+        layers = options.layer if options is not None else None
+        self.gradcam = GradCAM(adapter, CAMOptions(layer=layers), **kwargs)
         self.guided = GuidedBackprop(adapter, **kwargs)
         self.layer = self.gradcam.layer
         self.unguided_layers = self.guided.unguided_layers
@@ -244,7 +259,7 @@ class GuidedGradCAM(BatchMethod):
     def params(self) -> dict[str, Any]:
         return {
             **super().params(),
-            "layer": self.layer.path,
+            "layer": layer_params(self.gradcam.layers),
             "unguided_layers": list(self.unguided_layers),
         }
 

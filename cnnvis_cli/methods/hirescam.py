@@ -16,14 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnvis_cli.core.tf import tf_and_keras
 from cnnvis_cli.methods.cam import BaseCAM
 
 
-def hirescam_maps(features: Any, gradients: Any) -> Any:
-    """ReLU(sum_k g^k * A^k) for (B, h, w, k) tensors -> (B, h, w), unnormalised."""
-    tf, _ = tf_and_keras()
-    return tf.nn.relu(tf.reduce_sum(gradients * features, axis=-1))
+def hirescam_weighted(features: Any, gradients: Any) -> Any:
+    """g^k * A^k for (B, h, w, k) tensors (the map is ReLU of its channel sum)."""
+    return gradients * features
 
 
 class HiResCAM(BaseCAM):
@@ -32,5 +30,5 @@ class HiResCAM(BaseCAM):
     name = "hirescam"
     title = "HiResCAM"
 
-    def cam(self, features: Any, gradients: Any) -> Any:
-        return hirescam_maps(features, gradients)
+    def weighted(self, features: Any, gradients: Any) -> Any:
+        return hirescam_weighted(features, gradients)

@@ -68,6 +68,16 @@ class CompletenessFacts(Facts):
     completeness_gap: list[float | None]
 
 
+def completeness_gaps(attributions: np.ndarray, delta: np.ndarray) -> list[list[float | None]]:
+    """|sum phi - delta| / |delta| per image and target, for attributions phi (B, K, ...) and
+    score differences delta (B, K) (None where delta = 0)."""
+    sums = attributions.reshape(*delta.shape, -1).sum(axis=-1)
+    return [
+        [None if d == 0 else float(abs(s - d) / abs(d)) for s, d in zip(sb, db, strict=True)]
+        for sb, db in zip(sums, delta, strict=True)
+    ]
+
+
 def baseline_image(image: np.ndarray, baseline: str | float) -> np.ndarray:
     """The (h, w, c) float32 baseline x' for one raw image (blur sigma = min(h, w) / 20)."""
     return baselines.baseline_image(image, baseline, blur_sigma=min(image.shape[:2]) / 20)
@@ -96,12 +106,7 @@ class Attribution:
 
     def completeness_gaps(self) -> list[list[float | None]]:
         """|sum IG - (F(x) - F(x'))| / |F(x) - F(x')| per image and target."""
-        sums = self.attributions.reshape(*self.targets.shape, -1).sum(axis=-1)
-        delta = self.input_scores - self.baseline_scores
-        return [
-            [None if d == 0 else float(abs(s - d) / abs(d)) for s, d in zip(sb, db, strict=True)]
-            for sb, db in zip(sums, delta, strict=True)
-        ]
+        return completeness_gaps(self.attributions, self.input_scores - self.baseline_scores)
 
 
 class IntegratedGradients(CopiesMethod):

@@ -20,10 +20,10 @@ from cnnvis_cli.core.tf import tf_and_keras
 from cnnvis_cli.methods.cam import BaseCAM
 
 
-def layercam_maps(features: Any, gradients: Any) -> Any:
-    """ReLU(sum_k ReLU(g^k) * A^k) for (B, h, w, k) tensors -> (B, h, w), unnormalised."""
+def layercam_weighted(features: Any, gradients: Any) -> Any:
+    """ReLU(g^k) * A^k for (B, h, w, k) tensors (the map is ReLU of its channel sum)."""
     tf, _ = tf_and_keras()
-    return tf.nn.relu(tf.reduce_sum(tf.nn.relu(gradients) * features, axis=-1))
+    return tf.nn.relu(gradients) * features
 
 
 class LayerCAM(BaseCAM):
@@ -32,5 +32,5 @@ class LayerCAM(BaseCAM):
     name = "layercam"
     title = "LayerCAM"
 
-    def cam(self, features: Any, gradients: Any) -> Any:
-        return layercam_maps(features, gradients)
+    def weighted(self, features: Any, gradients: Any) -> Any:
+        return layercam_weighted(features, gradients)

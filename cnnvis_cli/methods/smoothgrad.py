@@ -15,6 +15,8 @@ follows the paper's main figures. The noise is deterministic: copy s uses
 ``tf.random.stateless_normal(shape, seed=[seed, s], alg="philox") * sigma`` (see
 ``sample_noise``), the same for every image, so results do not depend on batching. The noisy
 copies (of one or several images) are differentiated ``--eval-batch`` at a time.
+VarGrad and SquareGrad (``vargrad.py``) share this sampler (:class:`NoisyGradients`): they
+differ only in the statistic taken of the same noisy gradients.
 
 Convention: ``--noise`` is relative to the raw 0..255 range (sigma = noise x 255 on raw
 pixels, as in the paper's "noise level" sigma / (x_max - x_min)); Xplique's ``noise`` is an
@@ -64,11 +66,11 @@ def sample_noise(seed: int, samples: Any, shape: Any) -> Any:
     return tf.map_fn(one, tf.convert_to_tensor(samples), fn_output_signature=tf.float32)
 
 
-class SmoothGrad(CopiesMethod):
-    """SmoothGrad with ``samples`` noisy copies, noise std ``noise`` x 255, seeded by ``seed``."""
+class NoisyGradients(CopiesMethod):
+    """Base of SmoothGrad, VarGrad and SquareGrad: a statistic of the gradients of ``samples``
+    noisy copies (noise std ``noise`` x 255, seeded by ``seed``), max over channels, normalized.
+    """
 
-    name = "smoothgrad"
-    title = "SmoothGrad"
     options_type = SmoothGradOptions
     pixel_level = True
 
@@ -89,31 +91,55 @@ class SmoothGrad(CopiesMethod):
         )
         return gradients
 
-    def mean_gradients(
+    def gradient_moments(
         self, images: np.ndarray, progress: ProgressCallback | None = None
-    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Mean noisy gradients (B, K, h, w, c) float64 and the chosen targets."""
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Mean and mean square of the noisy gradients (B, K, h, w, c) float64, and the chosen
+        targets."""
         images = np.asarray(images, dtype=np.float32)
         chosen = self.predict_targets(images)
         targets = chosen["targets"]
         samples = self.options.samples
-        sums = np.zeros((len(images), self.top_k, *images.shape[1:]), dtype=np.float64)
+        sums = np.zeros((2, len(images), self.top_k, *images.shape[1:]), dtype=np.float64)
         for chunk in self.evaluation_chunks(len(images) * samples):
             owner, sample = chunk.index // samples, chunk.index % samples
             gradients = self._compiled(images[owner], sample.astype(np.int32), targets[owner])
             real = chunk.real
-            np.add.at(sums, owner[:real], gradients.numpy()[:real].astype(np.float64))
+            gradients = gradients.numpy()[:real].astype(np.float64)
+            np.add.at(sums[0], owner[:real], gradients)
+            np.add.at(sums[1], owner[:real], gradients**2)
             if progress is not None:
                 progress(chunk.done)
-        return sums / samples, chosen
+        return sums[0] / samples, sums[1] / samples, chosen
+
+    def statistic(self, mean: np.ndarray, square_mean: np.ndarray) -> np.ndarray:
+        """The non-negative per-channel statistic (B, K, h, w, c) of the noisy gradients."""
+        raise NotImplementedError
 
     def explain(
         self, images: np.ndarray, progress: ProgressCallback | None = None
     ) -> list[Explanation]:
         if len(images) == 0:
             return []
-        mean, chosen = self.mean_gradients(images, progress)
-        magnitude = np.abs(mean).max(axis=-1)
+        mean, square_mean, chosen = self.gradient_moments(images, progress)
+        magnitude = self.statistic(mean, square_mean).max(axis=-1)
         scales = minmax_range(magnitude)
         maps = normalize_minmax(magnitude)
         return explanations_from({**chosen, "maps": maps, "scales": scales}, self.kind)
+
+
+class SmoothGrad(NoisyGradients):
+    """SmoothGrad with ``samples`` noisy copies, noise std ``noise`` x 255, seeded by ``seed``."""
+
+    name = "smoothgrad"
+    title = "SmoothGrad"
+
+    def mean_gradients(
+        self, images: np.ndarray, progress: ProgressCallback | None = None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Mean noisy gradients (B, K, h, w, c) float64 and the chosen targets."""
+        mean, _, chosen = self.gradient_moments(images, progress)
+        return mean, chosen
+
+    def statistic(self, mean: np.ndarray, square_mean: np.ndarray) -> np.ndarray:
+        return np.abs(mean)

@@ -46,6 +46,13 @@ def current_umask() -> int:
         return _umask
 
 
+def forget_umask() -> None:
+    """Read the umask afresh next time (a long-lived process serving several users' shells)."""
+    global _umask
+    with _umask_lock:
+        _umask = None
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename; mode 0666 & ~umask."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,9 +30,14 @@ PLAIN_INTERVAL_SECONDS = 5.0
 
 
 class _RateColumn(ProgressColumn):
+    def __init__(self, unit: str = "img") -> None:
+        super().__init__()
+        self.unit = unit
+
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text(f"{speed:.1f} img/s" if speed else "- img/s", style="progress.data.speed")
+        rate = f"{speed:.1f} {self.unit}/s" if speed else f"- {self.unit}/s"
+        return Text(rate, style="progress.data.speed")
 
 
 class ProgressReporter:
@@ -45,6 +50,7 @@ class ProgressReporter:
         self._progress: Progress | None = None
         self._task = None
         self._total = 0
+        self._unit = "images"
         self._done = 0.0
         self._started = time.perf_counter()
         self._last_plain = self._started
@@ -79,15 +85,17 @@ class ProgressReporter:
             f"[red]error[/red]: {escape(printable(message))}", highlight=False, soft_wrap=True
         )
 
-    def start(self, total: int, label: str) -> None:
+    def start(self, total: int, label: str, unit: str = "images") -> None:
+        """Start the bar (or plain lines) over ``total`` units (images unless told)."""
         self._total = total
+        self._unit = unit
         self._started = self._last_plain = time.perf_counter()
         if self.interactive:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                _RateColumn(),
+                _RateColumn("img" if unit == "images" else unit),
                 TimeElapsedColumn(),
                 TextColumn("eta"),
                 TimeRemainingColumn(),
@@ -121,6 +129,6 @@ class ProgressReporter:
                 self._last_plain, self._last_count = now, int(self._done)
                 rate = self._done / max(now - self._started, 1e-9)
                 self.console.print(
-                    f"{int(self._done)}/{self._total} images ({rate:.1f} images/s)",
+                    f"{int(self._done)}/{self._total} {self._unit} ({rate:.1f} {self._unit}/s)",
                     highlight=False,
                 )

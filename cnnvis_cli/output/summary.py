@@ -126,6 +126,7 @@ class Record:
     label: dict[str, Any] | None = None  # expected class and whether the prediction is right
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+    source: dict[str, int] | None = None  # the input's size and mtime when it was read
 
     @property
     def ok(self) -> bool:
@@ -160,6 +161,8 @@ class Record:
             data["label"] = self.label
         if self.notes:
             data["notes"] = self.notes
+        if self.source is not None:
+            data["source"] = self.source
         data["error"] = None
         return data
 
@@ -167,7 +170,7 @@ class Record:
     def from_json(cls, data: dict[str, Any]) -> Record:
         """Read back a record written by :meth:`to_json` (for ``merge`` and the report)."""
         known = {"input", "outputs", "class_index", "class_name", "score", "targets"}
-        known |= {"predicted", "metrics", "check", "label", "notes", "error"}
+        known |= {"predicted", "metrics", "check", "label", "notes", "error", "source"}
         targets = [
             TargetRecord(
                 t["class_index"], t.get("class_name"), t.get("score"), t.get("outputs", {})
@@ -189,6 +192,7 @@ class Record:
             label=data.get("label"),
             notes=list(data.get("notes") or []),
             error=data.get("error"),
+            source=data.get("source"),
         )
 
 

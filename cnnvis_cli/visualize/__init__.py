@@ -1,0 +1,1 @@
+"""Feature visualisation tools (``cnnvis maximize``)."""
