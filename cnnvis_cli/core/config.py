@@ -172,9 +172,10 @@ class RunConfig:
     )
     clip: float = option(
         99.0,
-        "Pixel-level maps (saliency, SmoothGrad, Integrated Gradients) are clipped at this "
-        "percentile before colouring, so a few extreme pixels do not leave the rest faint "
-        "(100: no clip; --save-raw stays unclipped).",
+        "Pixel-level maps (saliency, SmoothGrad, VarGrad, SquareGrad, Integrated Gradients, "
+        "gradient x input, GradientSHAP) are clipped at this percentile before colouring, so a "
+        "few extreme pixels do not leave the rest faint (100: no clip; --save-raw stays "
+        "unclipped).",
         metavar="PCT",
         min=50.0,
         max=100.0,

@@ -32,3 +32,10 @@ def resolve_demo_model(spec: str) -> Path:
         choices = ", ".join(DEMO_PREFIX + n for n in DEMO_MODELS)
         raise ValueError(f"unknown demo model {spec!r}; use {choices}")
     return demo_model_path(name)
+
+
+def sample_images_dir() -> Path | None:
+    """``sample_images/`` of a repository checkout (for tests and development scripts), if
+    present; ``cnnvis demo`` does not need it."""
+    candidate = Path(__file__).resolve().parents[2] / "sample_images"
+    return candidate if candidate.is_dir() else None
