@@ -22,7 +22,7 @@ from cnnvis_cli.output.render import (
     display_maps,
     overlay_signed,
 )
-from tests.conftest import SAMPLES, invoke, random_rgb, write_image
+from tests.conftest import SAMPLES, interrupt_on_batch, invoke, random_rgb, write_image
 
 # -- pictures ----------------------------------------------------------------------------------
 
@@ -310,17 +310,8 @@ def test_layers_prints_full_paths_one_per_line_off_a_terminal(saved_model):
 def test_check_says_check_in_its_table_and_report(folder, saved_model, tmp_path):
     (tmp_path / "boxes.json").write_text(json.dumps({"img_0.png": [0, 0, 10, 10]}))
     out = tmp_path / "out"
-    result = invoke(
-        "check",
-        folder,
-        "-m",
-        saved_model,
-        "--regions",
-        tmp_path / "boxes.json",
-        "-o",
-        out,
-        "--report",
-    )
+    gate = ["--regions", tmp_path / "boxes.json", "--report"]
+    result = invoke("check", folder, "-m", saved_model, *gate, "-o", out)
     assert "cnnvis check (gradcam)" in result.stdout
     assert "<title>cnnvis report · check (gradcam)</title>" in (out / "index.html").read_text()
     assert (out / "summary-check-gradcam.json").is_file()
@@ -348,21 +339,7 @@ def test_metric_means_are_in_the_totals_and_the_table(folder, saved_model, tmp_p
 
 
 def test_after_ctrl_c_the_bar_and_the_table_agree(folder, saved_model, tmp_path, monkeypatch):
-    from cnnvis_cli.methods import get_method
-
-    method = get_method("gradcam")
-    explain = method.explain
-    calls = []
-
-    def interrupted(self, batch, progress=None):
-        calls.append(len(batch))
-        if len(calls) == 2:
-            if progress is not None:
-                progress(0.9)  # most of a batch in flight when Ctrl-C arrives
-            raise KeyboardInterrupt
-        return explain(self, batch, progress)
-
-    monkeypatch.setattr(method, "explain", interrupted)
+    interrupt_on_batch(monkeypatch, "gradcam", 2, fraction=0.9)  # most of a batch in flight
     result = invoke("gradcam", folder, "-m", saved_model, "-o", tmp_path / "o", "-b", 1)
     assert result.exit_code == 130
     assert "1 processed of 3 (1 done, 2 not reached)" in result.stdout
