@@ -85,7 +85,7 @@ def parameter(
             extra["min"] = spec.min
         if spec.max is not None:
             extra["max"] = spec.max
-        if not own_default:
+        if not own_default or default is None:  # None: decided at run time (e.g. --legend)
             extra["show_default"] = False
         if spec.envvar:
             extra["envvar"] = spec.envvar
