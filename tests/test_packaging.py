@@ -75,4 +75,5 @@ def test_wheel_installed_elsewhere_runs_the_demo_and_check(tmp_path):
     )
     assert shortcut.returncode == 3, shortcut.stdout + shortcut.stderr
     verdict = json.loads((empty / "c2" / "summary.json").read_text())["check"]
-    assert not verdict["passed"] and verdict["accuracy"] == 1.0  # right answers, wrong reasons
+    assert not verdict["passed"] and verdict["hit_rate"] < 0.9  # it looks at the corner mark
+    assert verdict["labelled"] == 12 and verdict["misclassified"] <= 1

@@ -98,11 +98,12 @@ def _class_label(name: Any, index: Any) -> str:
     return f"class {index}" if index is not None else "?"
 
 
-def thumbnail_path(source: Path, out_dir: Path) -> Path:
+def thumbnail_path(source: str | Path, out_dir: Path) -> Path:
     """Where an input's thumbnail goes: ``out_dir/thumbs/<stem>-<hash>.jpg``, the hash of the
-    input's absolute path (two ``a.png`` in different folders get two thumbnails)."""
-    absolute = str(Path(source).absolute()).encode("utf-8", "surrogateescape")
-    digest = hashlib.sha1(absolute).hexdigest()[:10]
+    input's path as the summary records it (two ``a.png`` in different folders get two
+    thumbnails, and the name does not depend on the working directory)."""
+    spelled = str(source).encode("utf-8", "surrogateescape")
+    digest = hashlib.sha1(spelled).hexdigest()[:10]
     stem = re.sub(r"[^\w.-]", "_", Path(source).stem)[:60] or "input"
     return out_dir / THUMBS / f"{stem}-{digest}.jpg"
 
