@@ -35,7 +35,16 @@ from bench_common import (
 )
 
 MODELS = ("demo", "mobilenetv2", "resnet50")
-CASES = ("pipeline", "occlusion", "startup", "memory", "methods")
+CASES = (
+    "pipeline",
+    "occlusion",
+    "startup",
+    "memory",
+    "methods",
+    "incremental",
+    "daemon",
+    "hostile",
+)
 
 
 def _list(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -240,6 +249,16 @@ def main(argv: list[str] | None = None) -> int:
     for case, fn in (("startup", cases.startup_case), ("memory", cases.memory_case)):
         if case in args.cases:
             out = attempt(case, "-", lambda f=fn: f(settings))
+            if "error" in out:
+                results[case] = out
+            else:
+                results[case], new = out
+                checks.extend(new)
+    import bench_external
+
+    for case, fn in bench_external.CASES.items():
+        if case in args.cases:
+            out = attempt(case, "-", lambda f=fn: f(args.quick))
             if "error" in out:
                 results[case] = out
             else:

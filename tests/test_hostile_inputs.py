@@ -218,3 +218,19 @@ def test_an_image_over_the_whole_budget_is_admitted_alone():
     assert not budget.try_acquire(1)
     budget.release(500)
     assert budget.try_acquire(60) and not budget.try_acquire(60)
+
+
+def test_a_folder_of_images_over_the_budget_finishes(tmp_path, saved_model):
+    """Each image alone nearly fills the budget: the run must not wait on itself (it did: the
+    budget came back only when the main thread collected a finished write)."""
+    folder = tmp_path / "big"
+    for i in range(4):
+        write_image(folder / f"{i}.png", random_rgb(1000, 1100, seed=i))
+    out = tmp_path / "out"
+    started = time.monotonic()
+    result = invoke(
+        "gradcam", folder, "-m", saved_model, "-o", out, "-q", "--memory-budget", "64"
+    )  # 1.1 MP x 16 bytes = 17.6 MiB each: three fit, the fourth waits
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - started < 120
+    assert _summary(out)["totals"]["processed"] == 4

@@ -195,15 +195,19 @@ def test_locality_is_zero_outside_reach(keras_mod):
         assert maps[b][inside].max() == pytest.approx(1.0, abs=1e-6)
 
 
-def test_traced_once_and_progress(models):
+@pytest.mark.parametrize(("incremental", "used"), [("off", "occluded_fn"), ("on", "incremental")])
+def test_traced_once_and_progress(models, incremental, used):
     adapter = ModelAdapter(models[(16, 16)], preprocess="unit")
-    method = Occlusion.create(adapter, patch=4, stride=3, eval_batch=7)  # 5 x 5 = 25 positions
+    method = Occlusion.create(
+        adapter, patch=4, stride=3, eval_batch=7, incremental=incremental
+    )  # 5 x 5 = 25 positions
     assert method.params()["positions"] == 25
     fractions: list[float] = []
     for seed in range(3):  # several image batches, each ending in a short chunk (25 = 3 * 7 + 4)
         fractions.clear()
         method.explain(raw_images(2 if seed < 2 else 1, (16, 16), seed=seed), fractions.append)
-    assert set(method.trace_counts().values()) == {1}  # each function ran, traced once
+    counts = method.trace_counts()
+    assert counts["predict_fn"] == 1 and counts[used] == 1  # traced once, reused
     assert fractions[-1] == pytest.approx(1.0)
     assert all(a < b for a, b in itertools.pairwise(fractions))
 
@@ -269,7 +273,7 @@ def test_model_sees_at_most_eval_batch_copies_whatever_the_positions(keras_mod, 
         return model_output(batch)
 
     monkeypatch.setattr(adapter, "model_output", recording)
-    dense = Occlusion.create(adapter, patch=8, stride=1, eval_batch=128)
+    dense = Occlusion.create(adapter, patch=8, stride=1, eval_batch=128, incremental="off")
     fractions: list[float] = []
     explanation = dense.explain(raw_images(1, (48, 48)), fractions.append)[0]
     positions = 41 * 41

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -10,7 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from cnnvis_cli.cli.errors import user_errors
-from cnnvis_cli.core.adapter import LayerInfo, ModelAdapter
+
+if TYPE_CHECKING:  # imported by the command only: `cnnvis --help` stays light
+    from cnnvis_cli.core.adapter import LayerInfo, ModelAdapter
 
 
 def _shape(shape: tuple[int | None, ...] | None) -> str:

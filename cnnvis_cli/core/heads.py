@@ -24,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from cnnvis_cli.core.capture import Capture
 from cnnvis_cli.core.tf import tf_and_keras
 
@@ -59,6 +61,10 @@ class Head:
         tf, _ = tf_and_keras()
         outputs = tf.cast(outputs, tf.float32)
         return outputs, outputs
+
+    def class_outputs(self, outputs: np.ndarray) -> np.ndarray:
+        """(n, C) per-class outputs from the model's (n, units) output, in NumPy."""
+        return np.asarray(outputs, dtype=np.float64)
 
     def _logits(self, capture: Capture) -> Any:
         tf, _ = tf_and_keras()
@@ -105,6 +111,10 @@ class BinaryHead(SoftmaxHead):
     @property
     def num_classes(self) -> int:
         return 2
+
+    def class_outputs(self, outputs: np.ndarray) -> np.ndarray:
+        probability = np.asarray(outputs, dtype=np.float64)
+        return np.concatenate([1.0 - probability, probability], axis=-1)
 
     def scores(self, outputs: Any, capture: Capture) -> tuple[Any, Any]:
         tf, _ = tf_and_keras()

@@ -293,11 +293,19 @@ class OutputWriter:
                 record.check = config.check.analyze(item.path, raws[0][1], record.label)
         return record
 
+    def _render_then_release(self, work: Work) -> Record:
+        """Render and write, then free the image's pixels and memory budget at once: a run
+        waiting on the budget must not wait for the main thread to collect this record."""
+        try:
+            return self.render(work)
+        finally:
+            work.loaded.release()
+
     def submit(self, work: Work) -> list[tuple[LoadedImage, Future]]:
         """Queue one image; returns, in order, the writes already finished and those that must
         be waited for to keep at most WRITES_IN_FLIGHT pending (collected promptly, so the
         journal lags the files on disk by as little as possible)."""
-        self.pending.append((work.loaded, self.pool.submit(self.render, work)))
+        self.pending.append((work.loaded, self.pool.submit(self._render_then_release, work)))
         done = []
         while self.pending and (len(self.pending) > WRITES_IN_FLIGHT or self.pending[0][1].done()):
             done.append(self.pending.popleft())

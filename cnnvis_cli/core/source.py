@@ -79,7 +79,8 @@ class MemoryBudget:
 class LoadedImage:
     """A decoded input: the original (for overlays) and its model-sized raw tensor.
 
-    Call :meth:`release` once its outputs are written, to return its memory to the budget.
+    Call :meth:`release` once its outputs are written: it drops the pixels and returns their
+    memory to the budget.
     """
 
     item: InputItem
@@ -90,6 +91,7 @@ class LoadedImage:
     budget: MemoryBudget | None = None
 
     def release(self) -> None:
+        self.original = self.tensor = np.empty((0, 0, 3), np.uint8)  # let the pixels go
         if self.budget is not None and self.cost:
             self.budget.release(self.cost)
             self.cost = 0

@@ -22,6 +22,16 @@ Baselines: ``mean`` (the image's per-channel mean, default), ``zero``, ``gray`` 
 (a Gaussian blur of the image with sigma = p / 2, OpenCV ``GaussianBlur``, reflected borders),
 or a number on the raw 0..255 scale.
 
+Incremental inference (Nakandala, Kumar & Papakonstantinou, "Incremental and Approximate
+Inference for Faster Occlusion-based Deep CNN Explanations", SIGMOD 2019 — Krypton;
+``--incremental``, see ``cnnvis_cli/incremental``): a patch changes only a window of every
+feature map, so the engine caches the image's own forward pass and recomputes only those
+windows, exactly. ``auto`` (the default) turns it on when its cost estimate, counted from the
+model's layers before any image is read, is at most 75 % of the naive multiply-adds.
+``--approximate TAU`` caps each layer's window at a fraction TAU of the map and ``--drill-down``
+evaluates a grid of twice the stride first and the fine grid only around the top quarter of
+drops (Krypton's approximations: faster, not exact; the summary says which ran).
+
 The occluded copies are built inside one compiled function, ``--eval-batch`` corners at a time
 (``core.batching.chunks``: equal chunks, the last padded, so the function is traced once per input
 shape): the masks are
@@ -47,6 +57,7 @@ from cnnvis_cli.methods.normalize import max_scale, normalize_by_max
 from cnnvis_cli.options import Options, check_range, option
 
 BASELINES = ("mean", "zero", "gray", "blur")
+INCREMENTAL = ("auto", "on", "off")
 
 
 def default_patch(height: int, width: int) -> int:
@@ -107,21 +118,50 @@ class OcclusionOptions(Options):
         "Keep negative values (patches whose removal raises the score), drawn with a diverging "
         "colormap.",
     )
+    incremental: str = option(
+        "auto",
+        "Incremental inference (Krypton, Nakandala et al. 2019): recompute only what each patch "
+        "changes, exactly. auto: on when the model's layers make it pay (estimated up front).",
+        metavar="auto|on|off",
+    )
+    approximate: float | None = option(
+        None,
+        "Approximate incremental inference: cap each layer's changed window at this fraction of "
+        "the map (Krypton's tau, e.g. 0.4). Faster, not exact.",
+        metavar="TAU",
+    )
+    drill_down: bool = option(
+        False,
+        "Evaluate a grid of twice the stride first, then the fine grid only around the top "
+        "quarter of drops (Krypton's adaptive drill-down). Faster, not exact.",
+    )
 
     def __post_init__(self) -> None:
         check_range("--patch", self.patch, 1)
         check_range("--stride", self.stride, 1)
         object.__setattr__(self, "baseline", parse_baseline(self.baseline))
+        if self.incremental not in INCREMENTAL:
+            raise ValueError(f"--incremental must be auto, on or off, got {self.incremental!r}")
+        if self.approximate is not None:
+            if not 0 < self.approximate <= 1:
+                raise ValueError(f"--approximate must be in (0, 1], got {self.approximate}")
+            if self.incremental == "off":
+                raise ValueError(
+                    "--approximate needs incremental inference; drop --incremental off"
+                )
 
 
 @dataclass(frozen=True)
 class OcclusionFacts(Facts):
-    """The geometry used on one image and the largest raw drop per target."""
+    """The geometry used on one image, the largest raw drop per target, how many positions
+    were evaluated (fewer than ``positions`` with --drill-down) and by which engine."""
 
     max_drop: list[float]
     patch: int
     stride: int
     positions: int
+    evaluated: int
+    engine: str
 
 
 def baseline_image(image: np.ndarray, baseline: str | float, patch: int) -> np.ndarray:
@@ -133,7 +173,7 @@ class Occlusion(CopiesMethod):
     """Occlusion sensitivity with a sliding square patch (``patch``/``stride`` in input pixels).
 
     Runs forward passes only (also on SavedModels); ``batching.evaluations`` occluded copies go
-    through the model per call.
+    through the model per call, naively or through the incremental engine.
     """
 
     name = "occlusion"
@@ -144,8 +184,11 @@ class Occlusion(CopiesMethod):
     def __init__(self, adapter: Any, options: OcclusionOptions | None = None, **kwargs: Any):
         super().__init__(adapter, options, **kwargs)
         self.kind = "signed" if self.options.signed else "heatmap"
+        self.estimate: Any = None  # the incremental engine's cost estimate, when computed
+        self.engine: Any = None
         if adapter.input_size is not None:
             self.geometry(*adapter.input_size)  # validate now, before any image is read
+        self.incremental = self._choose_engine()
         self._occluded_outputs = self.compile(self._occluded_fn)
 
     # -- configuration ------------------------------------------------------------------------
@@ -167,6 +210,59 @@ class Occlusion(CopiesMethod):
         ys, xs = patch_corners(height, patch, stride), patch_corners(width, patch, stride)
         return len(ys) * len(xs)
 
+    def _choose_engine(self) -> bool:
+        """Incremental or naive (``--incremental``); ValueError when ``on`` cannot be honoured."""
+        from cnnvis_cli.incremental import IncrementalOcclusion, UnsupportedModel
+
+        wanted = self.options.incremental
+        forced = wanted == "on" or self.options.approximate is not None
+        if wanted == "off":
+            return False
+        size = self.adapter.input_size
+        if size is None or self.adapter.forward_only:
+            if forced:
+                raise ValueError(
+                    "--incremental on needs a Keras model with a fixed input size (this one is a "
+                    "SavedModel or takes any size); use --incremental off"
+                )
+            return False
+        patch, stride = self.geometry(*size)
+        try:
+            engine = IncrementalOcclusion(
+                self.adapter.model,
+                (*size, self.adapter.channels),
+                output_index=self.adapter.output_index,
+                batch_size=self.batching.evaluations,
+                tau=self.options.approximate,
+            )
+        except UnsupportedModel as exc:
+            if forced:
+                raise ValueError(
+                    f"--incremental on: nothing of this model can be computed incrementally "
+                    f"({exc}); use --incremental off"
+                ) from None
+            return False
+        self.estimate = engine.estimate_for(patch, stride)
+        if not (forced or self.estimate.pays_off):
+            return False
+        self.engine = engine
+        return True
+
+    def trace_counts(self) -> dict[str, int]:
+        counts = super().trace_counts()
+        if self.engine is not None:
+            counts["incremental"] = self.engine.traces
+        return counts
+
+    def engine_name(self) -> str:
+        """What computes the drops: naive, incremental (exact) or an approximation."""
+        name = "incremental" if self.incremental else "naive"
+        if self.options.approximate is not None:
+            name += f", approximate tau={self.options.approximate:g}"
+        if self.options.drill_down:
+            name += ", drill-down"
+        return name
+
     def params(self) -> dict[str, Any]:
         size = self.adapter.input_size
         patch, stride = self.geometry(*size) if size else (self.options.patch, self.options.stride)
@@ -175,7 +271,23 @@ class Occlusion(CopiesMethod):
             "patch": patch,
             "stride": stride,
             "positions": self.positions(*size) if size else None,
+            "engine": self.engine_name(),
+            "estimate": self.estimate.summary() if self.estimate is not None else None,
         }
+
+    def notes(self) -> list[str]:
+        estimate = self.estimate
+        if estimate is None:
+            return []
+        share = f"{estimate.flop_ratio:.0%} of the naive multiply-adds"
+        if self.incremental:
+            exact = "exact" if self.options.approximate is None else "approximate"
+            return [f"occlusion: incremental inference ({exact}), an estimated {share}"]
+        why = ""
+        if estimate.full_from is not None:
+            path, kind, _ = estimate.full_from
+            why = f" (full maps from {path}, a {kind})"
+        return [f"occlusion: naive; incremental inference would cost {share}{why}"]
 
     # -- compiled function ----------------------------------------------------------------------
 
@@ -208,39 +320,98 @@ class Occlusion(CopiesMethod):
 
     # -- computation ----------------------------------------------------------------------------
 
+    def _naive_drops(
+        self, image: np.ndarray, base: np.ndarray, targets: np.ndarray, patch: int, advance: Any
+    ):
+        """``evaluate(corners) -> drops (n, K)`` by full forward passes of occluded copies;
+        ``advance(n)`` after each chunk of n positions.
+
+        The unoccluded image runs as one more row of the first call (a patch at (-p, -p) covers
+        nothing), so f(I) and f(I_yx) come from identical computations and a patch that changes
+        no input the model sees gives a drop of 0 (up to float32 rounding).
+        """
+        tf, _ = tf_and_keras()
+        image_t = tf.constant(image)
+        baseline_t = tf.constant(base)
+        patch_t = tf.constant(patch, tf.int32)
+        targets_t = tf.constant(np.asarray(targets, dtype=np.int32))
+        reference: list[np.ndarray] = []
+
+        def evaluate(corners: np.ndarray) -> np.ndarray:
+            rows = np.asarray(corners, dtype=np.int32).reshape(-1, 2)
+            if not reference:
+                rows = np.concatenate([[[-patch, -patch]], rows]).astype(np.int32)
+            outputs = np.empty((len(rows), len(targets)), dtype=np.float64)
+            for chunk in self.evaluation_chunks(len(rows)):
+                result = self._occluded_outputs(
+                    image_t, baseline_t, tf.constant(rows[chunk.index]), patch_t, targets_t
+                ).numpy()
+                outputs[chunk.index[: chunk.real]] = result[: chunk.real]
+                advance(chunk.real - (0 if reference or chunk.index[0] else 1))
+            if not reference:
+                reference.append(outputs[0])
+                outputs = outputs[1:]
+            return reference[0][None, :] - outputs
+
+        return evaluate
+
+    def _incremental_drops(
+        self, image: np.ndarray, base: np.ndarray, targets: np.ndarray, patch: int, advance: Any
+    ):
+        """``evaluate(corners) -> drops (n, K)`` through the incremental engine; ``advance(n)``
+        after each chunk of n positions."""
+        head = self.adapter.score_head
+        preprocess = self.adapter.preprocess
+        reference = head.class_outputs(self.engine.prepare(preprocess(image), preprocess(base)))
+        index = np.asarray(targets, dtype=np.int64)
+
+        def evaluate(corners: np.ndarray) -> np.ndarray:
+            corners = np.asarray(corners, dtype=np.int64).reshape(-1, 2)
+            drops = np.empty((len(corners), len(index)), dtype=np.float64)
+            for chunk in self.evaluation_chunks(len(corners)):
+                outputs = head.class_outputs(self.engine.outputs(corners[chunk.index], patch))
+                drops[chunk.index[: chunk.real]] = (reference - outputs)[: chunk.real][:, index]
+                advance(chunk.real)
+            return drops
+
+        return evaluate
+
     def image_drops(
         self, image: np.ndarray, targets: np.ndarray, report: Any = None
     ) -> tuple[np.ndarray, OcclusionFacts]:
-        """Averaged drop maps (K, h, w) of one raw image for its targets (K,).
+        """Averaged drop maps (K, h, w) of one raw image for its targets (K,)."""
+        from cnnvis_cli.incremental import drill_down
 
-        The unoccluded image is evaluated as one more row of the same compiled function (a patch
-        at (-p, -p) covers nothing), so f(I) and f(I_yx) come from identical computations and a
-        patch that changes no input the model sees gives a drop of 0 (up to float32 rounding).
-        """
-        tf, _ = tf_and_keras()
         height, width = image.shape[:2]
         patch, stride = self.geometry(height, width)
+        base = baseline_image(image, self.options.baseline, patch)
         ys, xs = patch_corners(height, patch, stride), patch_corners(width, patch, stride)
         total = len(ys) * len(xs)
-        grid = np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2)
-        corners = np.concatenate([[[-patch, -patch]], grid]).astype(np.int32)
-        image_t = tf.constant(image)
-        baseline_t = tf.constant(baseline_image(image, self.options.baseline, patch))
-        patch_t = tf.constant(patch, tf.int32)
-        targets_t = tf.constant(np.asarray(targets, dtype=np.int32))
-        outputs = np.empty((total + 1, len(targets)), dtype=np.float64)
-        for chunk in self.evaluation_chunks(total + 1):
-            result = self._occluded_outputs(
-                image_t, baseline_t, tf.constant(corners[chunk.index]), patch_t, targets_t
-            ).numpy()
-            outputs[chunk.index[: chunk.real]] = result[: chunk.real]
-            if report is not None:
-                report(chunk.done)
-        drops = outputs[:1] - outputs[1:]
-        drop_map = average_drop_map(
-            drops.reshape(len(ys), len(xs), -1), ys, xs, patch, height, width
+        done = 0
+
+        def advance(count: int) -> None:  # progress: positions evaluated of the fine grid's
+            nonlocal done
+            done += count
+            if report is not None and count:
+                report(min(done / total, 1.0))
+
+        make = self._incremental_drops if self.incremental else self._naive_drops
+        evaluate = make(image, base, targets, patch, advance)
+        if self.options.drill_down:
+            result = drill_down(evaluate, height, width, patch, stride)
+            drop_map, evaluated = result.drop_map, result.evaluated
+        else:
+            grid = np.stack(np.meshgrid(ys, xs, indexing="ij"), axis=-1).reshape(-1, 2)
+            drops = evaluate(grid)
+            drop_map = average_drop_map(
+                drops.reshape(len(ys), len(xs), -1), ys, xs, patch, height, width
+            )
+            evaluated = total
+        if report is not None and done < total:
+            report(1.0)
+        facts = OcclusionFacts(
+            [float(m.max()) for m in drop_map], patch, stride, total, evaluated, self.engine_name()
         )
-        facts = OcclusionFacts([float(m.max()) for m in drop_map], patch, stride, total)
         return drop_map, facts
 
     def drop_maps(self, images: np.ndarray) -> np.ndarray:
