@@ -115,3 +115,24 @@ def run_saving_raw(name: str, image: Path, tmp_path: Path, *extra: object):
     assert result.exit_code == 0, result.output
     raw = np.load(out / f"{image.stem}_{name}.npy")
     return raw, json.loads((out / "summary.json").read_text())
+
+
+def interrupt_on_batch(monkeypatch, method_name: str, batch: int, fraction: float | None = None):
+    """Make ``method_name``'s explain raise KeyboardInterrupt (Ctrl-C) on its ``batch``-th call,
+    after reporting ``fraction`` of that batch as done; returns the list of batch sizes seen."""
+    from cnnvis_cli.methods import get_method
+
+    method = get_method(method_name)
+    explain = method.explain
+    calls: list[int] = []
+
+    def interrupted(self, images, progress=None):
+        calls.append(len(images))
+        if len(calls) == batch:
+            if progress is not None and fraction is not None:
+                progress(fraction)
+            raise KeyboardInterrupt
+        return explain(self, images, progress)
+
+    monkeypatch.setattr(method, "explain", interrupted)
+    return calls

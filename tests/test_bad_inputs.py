@@ -23,7 +23,7 @@ from cnnvis_cli.core import discover as discovery
 from cnnvis_cli.core.decode import decode_image
 from cnnvis_cli.core.discover import discover
 from cnnvis_cli.errors import InputError
-from tests.conftest import invoke, random_rgb, write_image
+from tests.conftest import interrupt_on_batch, invoke, random_rgb, write_image
 
 # 16 x 8 CMYK JPEG (Adobe APP14, inverted CMYK as Photoshop writes it): left half red, right
 # half blue. Made once with Pillow: Image.new("RGB", (16, 8), (255, 0, 0)), blue pasted over
@@ -378,22 +378,10 @@ def test_folder_without_images_exits_2(contents, tmp_path, saved_model):
 
 
 def test_ctrl_c_mid_run_exits_130_with_a_partial_summary(tmp_path, saved_model, monkeypatch):
-    from cnnvis_cli.methods import get_method
-
     folder = tmp_path / "in"
     for i in range(4):
         write_image(folder / f"{i}.png", random_rgb(24, 24, seed=i))
-    method = get_method("gradcam")
-    explain = method.explain
-    calls = []
-
-    def interrupted(self, batch, progress=None):
-        calls.append(len(batch))
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return explain(self, batch, progress)
-
-    monkeypatch.setattr(method, "explain", interrupted)
+    interrupt_on_batch(monkeypatch, "gradcam", 2)
     out = tmp_path / "out"
     result = invoke("gradcam", folder, "-m", saved_model, "-o", out, "-b", 1, "-q")
     assert result.exit_code == 130
@@ -402,4 +390,8 @@ def test_ctrl_c_mid_run_exits_130_with_a_partial_summary(tmp_path, saved_model, 
     assert [Path(r["input"]).name for r in summary["results"]] == ["0.png"]
     assert summary["results"][0]["error"] is None
     assert cv2.imread(summary["results"][0]["outputs"]["overlay"]).shape == (24, 24, 3)
-    assert sorted(p.name for p in out.iterdir()) == ["0_gradcam.png", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "0_gradcam.png",
+        "summary-gradcam.json",
+        "summary.json",
+    ]

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from cnnvis_cli.output.legend import legend_layout
 from tests.conftest import invoke, random_rgb, write_image
 
 
@@ -84,10 +85,16 @@ def test_compare_writes_one_labelled_panel_per_image(folder, saved_model, tmp_pa
         height, width = cv2.imread(record["input"]).shape[:2]
         panel = cv2.imread(record["outputs"]["overlay"])
         tile_width = round(width * 256 / height)
-        assert panel.shape[0] == 32 + 28 + 256  # header + titles + tiles
+        legend = legend_layout(tile_width, text=False).height  # a colour bar under each map
+        assert panel.shape[0] == 32 + 28 + 256 + legend  # header + titles + tiles + legends
         assert panel.shape[1] == 4 * tile_width + 3 * 6
         for name in ("gradcam", "occlusion", "guided-gradcam"):
             assert record["outputs"][f"raw_{name}"].endswith(f"_{name}.npy")
+    plain = tmp_path / "plain"
+    args = ["--methods", "gradcam,saliency", "--no-legend", "-q"]
+    assert invoke("compare", folder, "-m", saved_model, "-o", plain, *args).exit_code == 0
+    for record in json.loads((plain / "summary.json").read_text())["results"]:
+        assert cv2.imread(record["outputs"]["overlay"]).shape[0] == 32 + 28 + 256
 
 
 def test_unknown_compare_method_is_a_usage_error(folder, saved_model, tmp_path):

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from cnnvis_cli.core.loading import load_model
-from cnnvis_cli.demo.paths import DATA_DIR, demo_model_path, sample_images_dir
+from cnnvis_cli.demo.paths import DATA_DIR, demo_model_path
 from cnnvis_cli.evaluation.metrics.deletion_insertion import FaithfulnessMetrics
 from cnnvis_cli.methods.gradcam import GradCAM
 from cnnvis_cli.output.render import resize_map
+from tests.conftest import SAMPLES as REPO_SAMPLES
 from tests.conftest import invoke
 
-SAMPLES = sample_images_dir()
+SAMPLES = REPO_SAMPLES
 SHORTCUT_MODEL = DATA_DIR / "shapes_shortcut.keras"
 
 

@@ -6,6 +6,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
 
+import cv2
 import numpy as np
 
 from cnnvis_cli.output.report import write_report
@@ -162,8 +163,10 @@ def test_full_report(tmp_path):
         assert (path.parent / unquote(href)).resolve().is_file(), href
     assert any(unquote(h).endswith("plain_gradcam.npy") for h in hrefs)
     # spaces, '#' and non-ASCII are URL-quoted, not left raw
-    assert any("caf%C3%A9%20au%20lait%20%231.png" in s for s in sources)
-    assert any(s.startswith("../inputs/") for s in sources)
+    assert any("caf%C3%A9%20au%20lait%20%231_gradcam.png" in s for s in sources)
+    # inputs are shown as thumbnails inside the report's folder, never linked outside it
+    assert sum(s.startswith("thumbs/") for s in sources) == 3
+    assert not any(s.startswith("..") for s in sources + hrefs)
 
     for _tag, attrs in page.tags:
         for name in ("src", "href"):
@@ -222,7 +225,10 @@ def test_minimal_summary_and_missing_files(tmp_path, monkeypatch):
     text = " ".join(page.text)
     assert len(page.find("article", **{"class": "card"})) == 2
     sources = [a["src"] for t, a in page.tags if t == "img"]
-    assert sources == ["../a%20b.png"]  # the missing overlay is a placeholder, not a broken img
+    assert len(sources) == 1 and sources[0].startswith("thumbs/a_b-")  # the input's thumbnail
+    thumb = cv2.imread(str(tmp_path / "out" / unquote(sources[0])))
+    assert thumb.shape == (12, 16, 3)  # small inputs are not enlarged
+    # the missing overlay is a placeholder, not a broken img
     assert "file not found" in text and "gone.png" in text
     assert "class 3" in text and "0.2500" in text and "unreadable" in text
     values = [a["value"] for t, a in page.tags if t == "option"]

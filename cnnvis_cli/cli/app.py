@@ -52,7 +52,12 @@ class LazyGroup(TyperGroup):
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         lazy = self.lazy_commands()
         if cmd_name in self.commands or cmd_name not in lazy:
-            return self.commands.get(cmd_name)
+            command = self.commands.get(cmd_name)
+            if command is not None:
+                from cnnvis_cli.cli.methods import readable_help
+
+                readable_help(command)
+            return command
         summary, panel = lazy[cmd_name]
         if self._listing or ctx.resilient_parsing:  # --help listing or completion: no import
             stub = TyperCommand(cmd_name, help=summary)
@@ -75,6 +80,9 @@ class LazyGroup(TyperGroup):
         return command
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
+        from cnnvis_cli.cli.methods import readable_help
+
+        readable_help(self)
         self._listing = True
         try:
             super().format_help(ctx, formatter)
@@ -115,12 +123,13 @@ def _register_tools() -> None:
     from cnnvis_cli.cli.layers import layers
     from cnnvis_cli.cli.maximize import EPILOG, maximize
     from cnnvis_cli.cli.merge import merge
+    from cnnvis_cli.cli.methods import epilog
     from cnnvis_cli.daemon.commands import daemon_app
 
-    app.command(name="layers", rich_help_panel=TOOLS_PANEL)(layers)
+    app.command(name="layers", rich_help_panel=TOOLS_PANEL, epilog=epilog("layers"))(layers)
     app.command(name="maximize", rich_help_panel=TOOLS_PANEL, epilog=EPILOG)(maximize)
-    app.command(name="merge", rich_help_panel=TOOLS_PANEL)(merge)
-    app.command(name="demo", rich_help_panel=TOOLS_PANEL)(demo)
+    app.command(name="merge", rich_help_panel=TOOLS_PANEL, epilog=epilog("merge"))(merge)
+    app.command(name="demo", rich_help_panel=TOOLS_PANEL, epilog=epilog("demo"))(demo)
     app.add_typer(daemon_app, name="daemon", rich_help_panel=TOOLS_PANEL)
 
 

@@ -40,6 +40,7 @@ class CheckOptions:
     min_energy: float = option(
         0.5,
         "Minimum mean share of heatmap mass inside the regions.",
+        metavar="X",
         min=0.0,
         max=1.0,
         panel=GATE_PANEL,
@@ -47,11 +48,23 @@ class CheckOptions:
     min_hit_rate: float = option(
         0.9,
         "Minimum share of images whose heatmap maximum is inside the region.",
+        metavar="X",
         min=0.0,
         max=1.0,
         panel=GATE_PANEL,
     )
-    tolerance: int = option(15, "Pointing-game tolerance in pixels.", min=0, panel=GATE_PANEL)
+    tolerance: int = option(
+        15, "Pointing-game tolerance in pixels.", metavar="PX", min=0, panel=GATE_PANEL
+    )
+    min_accuracy: float = option(
+        1.0,
+        "With --labels: minimum share of labelled images the model classifies as labelled "
+        "(1.0: one misclassified image fails the check).",
+        metavar="X",
+        min=0.0,
+        max=1.0,
+        panel=GATE_PANEL,
+    )
     junit: Path | None = option(
         None, "Write JUnit XML (one test case per image).", metavar="FILE", panel=GATE_PANEL
     )
@@ -78,6 +91,7 @@ def check_command() -> Any:
                 min_energy=values["min_energy"],
                 min_hit_rate=values["min_hit_rate"],
                 tolerance=values["tolerance"],
+                min_accuracy=values["min_accuracy"],
             )
             config = run_config(
                 values,

@@ -1,4 +1,4 @@
-"""``cnnvis demo``: the bundled demo model on the sample scenes, with a report."""
+"""``cnnvis demo``: the bundled demo model on generated sample scenes, with a report."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from cnnvis_cli.cli.errors import abort
+
+SAMPLES = "samples"
 
 
 def demo(
@@ -22,17 +24,30 @@ def demo(
     ] = "compare",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or table.")] = False,
 ) -> None:
-    """Run on the bundled demo model and sample images (a compare panel per image)."""
+    """Run on the bundled demo model and 12 sample scenes (a compare panel per image).
+
+    The scenes, their boxes and labels are written to OUT/samples/ by the seeded generator
+    (the same images as the repository's sample_images/), so this works from any folder.
+    """
     from cnnvis_cli.core.config import RunConfig
-    from cnnvis_cli.core.runner import run
-    from cnnvis_cli.demo.paths import demo_model_path, sample_images_dir
+    from cnnvis_cli.core.runner import prepare_output_dir, run
+    from cnnvis_cli.demo.make_samples import make_samples
+    from cnnvis_cli.demo.paths import demo_model_path
+    from cnnvis_cli.errors import CnnvisError
     from cnnvis_cli.methods import method_names
 
     if method not in method_names():
         raise abort(f"unknown --method {method!r}; use {', '.join(method_names())}")
-    samples = sample_images_dir()
-    if samples is None:
-        raise abort("sample_images/ not found; run from a clone of the cnnvis repo")
+    samples = out / SAMPLES
+    try:
+        prepare_output_dir(out)
+        make_samples(samples)
+    except CnnvisError as exc:
+        raise abort(str(exc)) from None
+    except OSError as exc:
+        raise abort(
+            f"cannot write the sample scenes to {samples} ({exc.strerror or exc})"
+        ) from None
     config = RunConfig(
         method=method,
         images=[str(samples)],
@@ -40,9 +55,19 @@ def demo(
         out=out,
         quiet=quiet,
         report=True,
+        labels=samples / "labels.json",
+        title=f"demo ({method})",
     )
     code = run(config)
     if code in (0, 1):
         where = out.resolve()
-        typer.echo(f"PNGs written to {where}/ — open {where / 'index.html'} for the gallery")
+        typer.echo(f"Pictures written to {where}/ — open {where / 'index.html'} for the gallery")
+        if not quiet:
+            typer.echo(
+                "Next: does the model look at the object? (the shortcut model fails; exit 3)\n"
+                f"  cnnvis check {samples} -m demo:shapes --regions {samples / 'boxes.json'} "
+                f"--labels {samples / 'labels.json'}\n"
+                f"  cnnvis check {samples} -m demo:shortcut --regions {samples / 'boxes.json'} "
+                f"--labels {samples / 'labels.json'}"
+            )
     raise typer.Exit(code)

@@ -83,7 +83,10 @@ def print_layers(
 
 def layers(
     model: Annotated[
-        str, typer.Argument(help="Model: a .keras/.h5 file or keras:NAME.", metavar="MODEL")
+        str,
+        typer.Argument(
+            help="Model: a .keras/.h5 file, keras:NAME or demo:shapes.", metavar="MODEL"
+        ),
     ],
     show_all: Annotated[bool, typer.Option("--all", help="List every layer.")] = False,
     plain: Annotated[
@@ -92,16 +95,22 @@ def layers(
             "--plain", help="One layer path per line (the default when not on a terminal)."
         ),
     ] = False,
-    preprocess: Annotated[str, typer.Option(help="As for the method commands.")] = "auto",
-    weights: Annotated[str, typer.Option(help="For keras:NAME models.")] = "imagenet",
+    preprocess: Annotated[
+        str, typer.Option(help="As for the method commands.", metavar="MODE")
+    ] = "auto",
+    weights: Annotated[
+        str, typer.Option(help="For keras:NAME models.", metavar="imagenet|PATH|none")
+    ] = "imagenet",
     output: Annotated[
-        str | None, typer.Option(help="Output of a multi-output model (name or index).")
+        str | None,
+        typer.Option(help="Output of a multi-output model (name or index).", metavar="NAME|INDEX"),
     ] = None,
     unsafe_load: Annotated[
         bool, typer.Option("--unsafe-load", help="Turn Keras' safe mode off (RUNS CODE).")
     ] = False,
     custom_objects: Annotated[
-        str | None, typer.Option(help="Python file defining custom layers (RUNS CODE).")
+        str | None,
+        typer.Option(help="Python file defining custom layers (RUNS CODE).", metavar="FILE.py"),
     ] = None,
 ) -> None:
     """List the layers Grad-CAM can use, the automatic choice, input and head."""

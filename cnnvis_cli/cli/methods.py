@@ -18,14 +18,31 @@ from cnnvis_cli.cli.parameters import METHOD_PANEL, cli_fields, given, merged_pa
 
 EPILOGS = {
     "gradcam": "cnnvis gradcam photo.jpg -m model.keras\n\n"
-    "cnnvis gradcam photos/ -r -m model.keras -o out/ --save-raw --top-k 3",
+    "cnnvis gradcam photos/ -r -m model.keras -o out/ --save-raw --top-k 3 --legend",
+    "gradcam-pp": "cnnvis gradcam-pp crowd.jpg -m model.keras -c person",
+    "hirescam": "cnnvis hirescam photo.jpg -m model.keras --layer conv5_block3_out",
+    "layercam": "cnnvis layercam photo.jpg -m keras:MobileNetV2 --layer block_6_expand_relu",
+    "scorecam": "cnnvis scorecam photo.jpg -m model.keras --max-channels 64",
     "occlusion": "cnnvis occlusion photo.jpg -m model.keras --patch 16 --stride 8 --signed",
-    "compare": "cnnvis compare photo.jpg -m model.keras --methods gradcam,smoothgrad --samples 8",
+    "saliency": "cnnvis saliency photo.jpg -m model.keras --clip 99.5",
+    "smoothgrad": "cnnvis smoothgrad photo.jpg -m model.keras --samples 50 --noise 0.15",
+    "integrated-gradients": "cnnvis integrated-gradients photo.jpg -m model.keras --steps 64 "
+    "--baseline blur",
+    "guided": "cnnvis guided photo.jpg -m model.keras -c 3",
+    "guided-gradcam": "cnnvis guided-gradcam photo.jpg -m model.keras --format jpg",
+    "compare": "cnnvis compare photo.jpg -m model.keras --methods gradcam,smoothgrad --samples 8"
+    "\n\ncnnvis compare photos/ -m demo:shapes --report -o out/",
+    "check": "cnnvis check val/ -m model.keras --regions val/boxes.json --labels "
+    "val/labels.json --junit cnnvis.xml --report -o reports/",
+    "layers": "cnnvis layers model.keras\n\ncnnvis layers keras:ResNet50 --weights none --all "
+    "--plain | grep conv5",
+    "demo": "cnnvis demo\n\ncnnvis demo --method gradcam -o /tmp/demo",
     "rise": "cnnvis rise photo.jpg -m model.keras --samples 2000 --grid 7 --seed 1",
     "kernelshap": "cnnvis kernelshap photo.jpg -m model.keras --n-segments 50 --samples 1024",
     "lime": "cnnvis lime photo.jpg -m model.keras --segments grid --n-segments 64",
     "sobol": "cnnvis sobol photo.jpg -m model.keras --grid 8 --designs 32 --baseline blur",
 }
+"""Examples shown under each command's --help (every method and tool has one)."""
 
 
 def options_classes(names: list[str] | None = None) -> dict[str, type]:
@@ -76,7 +93,7 @@ def with_signature(function: Callable[..., Any], params: list[inspect.Parameter]
 
 def method_command(name: str) -> Callable[..., None]:
     """The Typer command function of method ``name``."""
-    from cnnvis_cli.methods import get_method, method_summary
+    from cnnvis_cli.methods import get_method, method_names, method_summary
 
     cls = get_method(name)
     own = parameters(cls.options_type, panel=METHOD_PANEL)
@@ -85,6 +102,10 @@ def method_command(name: str) -> Callable[..., None]:
         merged = merged_parameters(options_classes(), skip={"methods"})
     own_names = [p.name for p in own]
     merged_names = [p.name for p in merged]
+    summary = method_summary(name)
+    if name == "compare":
+        choices = ", ".join(m for m in method_names() if m != "compare")
+        summary += f"\n\nMethods for --methods: {choices}."
 
     def command(ctx: typer.Context, **values: Any) -> None:
         with user_errors():
@@ -99,7 +120,7 @@ def method_command(name: str) -> Callable[..., None]:
         "ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context
     )
     with_signature(command, [context, *common_parameters(), *own, *merged])
-    command.__doc__ = method_summary(name)
+    command.__doc__ = summary
     command.__name__ = name.replace("-", "_")
     return command
 
@@ -110,13 +131,41 @@ def build_click_command(name: str, function: Callable[..., None], panel: str) ->
         rich_markup_mode="rich",
         pretty_exceptions_enable=False,
         context_settings={"help_option_names": ["-h", "--help"]},
+        add_completion=False,
     )
-    epilog = EPILOGS.get(name)
-    single.command(
-        name=name,
-        rich_help_panel=panel,
-        epilog=f"[bold]Example[/bold]\n\n{epilog}" if epilog else None,
-    )(function)
+    single.command(name=name, rich_help_panel=panel, epilog=epilog(name))(function)
     command = typer.main.get_command(single)
     command.name = name
+    return readable_help(command)
+
+
+def epilog(name: str) -> str | None:
+    """The ``Examples`` section of a command's --help."""
+    text = EPILOGS.get(name)
+    return f"[bold]Examples[/bold]\n\n{text}" if text else None
+
+
+def readable_help(command: Any) -> Any:
+    """Help that shows metavars people read: no Python types (``<bool>`` for a flag,
+    ``<list[str]>`` for the images); recent Typer versions print them where a parameter has no
+    metavar, older ones print nothing there."""
+    for param in command.params:
+        _plain(param)
+    get_help_option = command.get_help_option
+
+    def help_option(ctx: Any) -> Any:
+        option = get_help_option(ctx)
+        return _plain(option) if option is not None else None
+
+    command.get_help_option = help_option
     return command
+
+
+def _plain(param: Any) -> Any:
+    """No type column for a flag or an argument; ``IMAGES...`` (not ``{IMAGES...}...``) in the
+    usage line."""
+    if getattr(param, "is_flag", False) or param.param_type_name == "argument":
+        param.display_type_rich = lambda ctx=None: None
+    if param.param_type_name == "argument" and hasattr(param, "_usage_display_name"):
+        param._usage_display_name = lambda: param.metavar or param.name.upper()
+    return param

@@ -51,6 +51,14 @@ def _default(item: dataclasses.Field) -> Any:
     return inspect.Parameter.empty
 
 
+def default_metavar(kind: Any) -> str | None:
+    """A readable metavar for an option declared without one (flags take none)."""
+    base = _cli_type(kind)
+    members = [a for a in typing.get_args(base) if a is not type(None)] or [base]
+    names = {int: "N", float: "X", str: "TEXT"}
+    return None if bool in members else names.get(members[0], "PATH")
+
+
 def parameter(
     item: dataclasses.Field,
     kind: Any,
@@ -67,23 +75,24 @@ def parameter(
     spec = spec_of(item)
     assert spec is not None
     help_text = spec.help + help_suffix
+    metavar = spec.metavar or default_metavar(kind)
     default = _default(item)
     if spec.argument:
-        info = typer.Argument(help=help_text, metavar=spec.metavar, show_default=False)
+        info = typer.Argument(help=help_text, metavar=metavar, show_default=False)
     else:
         extra: dict[str, Any] = {}
         if spec.min is not None:
             extra["min"] = spec.min
         if spec.max is not None:
             extra["max"] = spec.max
-        if not own_default:
+        if not own_default or default is None:  # None: decided at run time (e.g. --legend)
             extra["show_default"] = False
         if spec.envvar:
             extra["envvar"] = spec.envvar
         info = typer.Option(
             *flag_names(item),
             help=help_text,
-            metavar=spec.metavar,
+            metavar=metavar,
             rich_help_panel=spec.panel or panel,
             **extra,
         )

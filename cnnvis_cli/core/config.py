@@ -148,6 +148,39 @@ class RunConfig:
         metavar="MODE",
         panel=OUTPUT_PANEL,
     )
+    image_format: str = option(
+        "png",
+        "Overlay file format: png (lossless) | jpg (quality 92, ~10x faster to write) | webp.",
+        flags=("--format",),
+        metavar="png|jpg|webp",
+        panel=OUTPUT_PANEL,
+    )
+    legend: bool | None = option(
+        None,
+        "A strip under each picture: method, class, score and a colour bar with its range. "
+        "Default: on for compare and with --report, off for plain overlays (they keep the "
+        "input's pixel size).",
+        flags=("--legend/--no-legend",),
+        panel=OUTPUT_PANEL,
+    )
+    scale: str = option(
+        "joint",
+        "With --top-k: joint shows an image's maps on one scale (the weaker classes look "
+        "weaker), each scales every map to its own maximum.",
+        metavar="joint|each",
+        panel=OUTPUT_PANEL,
+    )
+    clip: float = option(
+        99.0,
+        "Pixel-level maps (saliency, SmoothGrad, VarGrad, SquareGrad, Integrated Gradients, "
+        "gradient x input, GradientSHAP) are clipped at this percentile before colouring, so a "
+        "few extreme pixels do not leave the rest faint (100: no clip; --save-raw stays "
+        "unclipped).",
+        metavar="PCT",
+        min=50.0,
+        max=100.0,
+        panel=OUTPUT_PANEL,
+    )
     save_raw: bool = option(False, "Also write the map as float32 .npy.", panel=OUTPUT_PANEL)
     json_output: bool = option(
         False, "Print the summary JSON to stdout.", flags=("--json",), panel=OUTPUT_PANEL
@@ -169,7 +202,17 @@ class RunConfig:
         128, "Random subsets per image for mufidelity.", metavar="N", min=2, panel=METRICS_PANEL
     )
     report: bool = option(
-        False, "Write OUT/index.html, a self-contained gallery.", panel=METRICS_PANEL
+        False,
+        "Write OUT/index.html, a self-contained gallery (with downscaled copies of the inputs "
+        "in OUT/thumbs/, so the folder can be moved).",
+        panel=METRICS_PANEL,
+    )
+    labels: Path | None = option(
+        None,
+        "Expected classes, JSON {file name: class name or index}: misclassified images are "
+        "flagged (and fail `cnnvis check`).",
+        metavar="FILE",
+        panel=METRICS_PANEL,
     )
     shard: str | None = option(
         None,
@@ -192,6 +235,11 @@ class RunConfig:
     check: Any = option(None, hidden=True)  # evaluation.check.RegionCheck for `cnnvis check`
     junit: Path | None = option(None, hidden=True)
     title: str | None = option(None, hidden=True)  # the table's and report's title
+
+    @property
+    def show_legend(self) -> bool:
+        """--legend as given, else on for compare panels and report runs."""
+        return self.legend if self.legend is not None else self.method == "compare" or self.report
 
     @property
     def metric_names(self) -> tuple[str, ...]:

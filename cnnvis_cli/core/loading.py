@@ -18,6 +18,7 @@ from cnnvis_cli.core.adapter import ModelAdapter
 from cnnvis_cli.core.preprocess import PREPROCESS_MODES
 from cnnvis_cli.core.tf import quiet_native_stderr, tf_and_keras
 from cnnvis_cli.core.zoo import is_application, load_application
+from cnnvis_cli.demo.paths import is_demo_model, resolve_demo_model
 from cnnvis_cli.errors import ModelError
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -167,8 +168,9 @@ def load_model(
     """Load a model and wrap it in a ModelAdapter.
 
     ``spec`` is a ``.keras`` / ``.h5`` file (loaded with Keras' safe mode on unless ``unsafe``),
-    a TensorFlow SavedModel directory (forward passes only), or ``keras:NAME`` for a Keras
-    application. Class names come from ``class_names`` (JSON list or one name per line), a
+    a TensorFlow SavedModel directory (forward passes only), ``keras:NAME`` for a Keras
+    application, or ``demo:shapes`` / ``demo:shortcut`` for the bundled demo models. Class
+    names come from ``class_names`` (JSON list or one name per line), a
     ``<stem>.classes.json`` file beside the model, or ImageNet's for ``keras:`` models.
     """
     if preprocess not in PREPROCESS_MODES:
@@ -176,6 +178,11 @@ def load_model(
     names = None
     forward_only = False
     reason = None
+    if is_demo_model(str(spec)):
+        try:
+            spec = resolve_demo_model(str(spec))
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
     if is_application(str(spec)):
         model, family_preprocess, names = load_application(str(spec), weights)
         source = str(spec)

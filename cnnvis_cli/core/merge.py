@@ -119,12 +119,13 @@ def merge_runs(folders: list[Path], out: Path) -> tuple[Summary, list[str]]:
     runs = [read_shard(Path(folder)) for folder in folders]
     notes = _check_compatible(runs)
     first = runs[0].data
-    summary = Summary(method=str(first.get("method")), output_dir=out)
+    summary = Summary(method=str(first.get("method")), output_dir=out, run=first.get("run"))
     summary.model = first.get("model") or {}
     summary.params = first.get("params") or {}
     summary.extra = {
         "fingerprint": first.get("fingerprint"),
         "merged_from": [str(f) for f in folders],
+        **{key: first[key] for key in ("render", "title") if key in first},
     }
     seen: dict[str, Path] = {}
     found = 0
@@ -147,8 +148,13 @@ def merge_runs(folders: list[Path], out: Path) -> tuple[Summary, list[str]]:
     summary.records.sort(key=lambda r: r.input)
     gate = first.get("check")
     if isinstance(gate, dict):
-        checks = [r.check for r in summary.records if r.ok]
-        summary.check = verdict(checks, *(gate.get(key) for key in GATE_KEYS))
+        processed = [r for r in summary.records if r.ok]
+        summary.check = verdict(
+            [r.check for r in processed],
+            *(gate.get(key) for key in GATE_KEYS),
+            [r.label for r in processed],
+            gate.get("min_accuracy", 1.0),
+        )
     with contextlib.suppress(KeyError):
         summary.extra["shards"] = [run.data["shard"] for run in runs]
     return summary, notes

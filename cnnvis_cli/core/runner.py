@@ -31,7 +31,8 @@ from cnnvis_cli.core.signals import terminate_as_interrupt
 from cnnvis_cli.core.source import ImageSource, LoadedImage
 from cnnvis_cli.core.targets import Targets
 from cnnvis_cli.errors import CnnvisError, InputError, Terminated
-from cnnvis_cli.methods.base import Explanation, Method
+from cnnvis_cli.evaluation.labels import Labels
+from cnnvis_cli.methods.base import Explanation, Method, Panel
 from cnnvis_cli.methods.normalize import heat_from_map
 from cnnvis_cli.output.files import (
     OutputLock,
@@ -41,14 +42,19 @@ from cnnvis_cli.output.files import (
     write_npy,
 )
 from cnnvis_cli.output.journal import Journal
+from cnnvis_cli.output.legend import with_legend
 from cnnvis_cli.output.progress import ProgressReporter
 from cnnvis_cli.output.render import (
+    IMAGE_FORMATS,
+    SCALE_MODES,
     UPSAMPLE_MODES,
+    Display,
     colormap_code,
+    display_maps,
     panel,
     render_map,
     resize_map,
-    write_png,
+    write_image,
 )
 from cnnvis_cli.output.summary import Record, Summary, TargetRecord, print_json, rounded
 
@@ -99,6 +105,12 @@ def validate_config(config: RunConfig) -> None:
 
     if not 0.0 <= config.alpha <= 1.0:
         raise CnnvisError(f"--alpha must be between 0 and 1, got {config.alpha}")
+    if config.image_format not in IMAGE_FORMATS:
+        raise CnnvisError(
+            f"unknown --format {config.image_format!r}; use {', '.join(IMAGE_FORMATS)}"
+        )
+    if config.scale not in SCALE_MODES:
+        raise CnnvisError(f"unknown --scale {config.scale!r}; use {', '.join(SCALE_MODES)}")
     if config.upsample not in UPSAMPLE_MODES:
         raise CnnvisError(
             f"unknown --upsample {config.upsample!r}; use {', '.join(UPSAMPLE_MODES)}"
@@ -171,6 +183,14 @@ def output_path(out: Path, item: InputItem, ending: str, inputs: set[Path]) -> P
     return path
 
 
+@dataclass(frozen=True)
+class Column:
+    """One method's maps of an image and how they are drawn."""
+
+    source: Panel
+    display: Display
+
+
 @dataclass
 class Work:
     """One explained image on its way to the writer."""
@@ -194,48 +214,87 @@ class OutputWriter:
     def output_path(self, item: InputItem, name: str, suffix: str, tag: str = "") -> Path:
         return output_path(self.config.out, item, f"{name}{tag}{suffix}", self.inputs)
 
-    def _render(self, original: np.ndarray, native: np.ndarray, kind: str):
+    def _columns(self, explanation: Explanation) -> list[Column]:
+        """The methods whose maps are drawn (one, or a compare panel's), ready to colour."""
+        from cnnvis_cli.methods import get_method
+
+        sources = explanation.panels or [
+            Panel(
+                self.method.name,
+                self.method.title,
+                explanation.kind,
+                explanation.maps,
+                explanation.scales,
+            )
+        ]
+        config = self.config
+        columns = []
+        for source in sources:
+            owner = get_method(source.method) if explanation.panels else self.method
+            pixel_level = owner.pixel_level
+            display = display_maps(
+                source.maps,
+                source.kind,
+                source.scales,
+                joint=config.scale == "joint",
+                clip=config.clip if pixel_level else None,
+            )
+            columns.append(Column(source, display))
+        return columns
+
+    def _render(self, original: np.ndarray, column: Column, rank: int):
         return render_map(
             original,
-            native,
-            kind,
+            column.source.maps[rank],
+            column.source.kind,
             alpha=self.config.alpha,
             colormap=self.config.colormap,
             upsample=self.config.upsample,
+            shown=column.display.maps[rank],
+            gain=column.display.gains[rank],
         )
 
     def render(self, work: Work) -> Record:
         """Write the overlay (and raw) files of every target; returns the finished record."""
         loaded, explanation, record = work.loaded, work.explanation, work.record
         item = loaded.item
+        config = self.config
         top_k = len(explanation.maps)
+        columns = self._columns(explanation)
+        if config.report:  # the report's picture of the input, while it is decoded
+            from cnnvis_cli.output.report import thumbnail_path, write_thumbnail
+
+            write_thumbnail(loaded.original, thumbnail_path(item.path, config.out))
         for rank, target in enumerate(record.targets):
             tag = f"_top{rank + 1}" if top_k > 1 else ""
+            label = target.class_name or f"class {target.class_index}"
+            score = "" if target.score is None else f" {target.score:.3f}"
+            ranked = f" (#{rank + 1} of {top_k})" if top_k > 1 else ""
             raws: list[tuple[str, np.ndarray]] = []
+            tiles = [("input", loaded.original)]
+            for column in columns:
+                full, tile = self._render(loaded.original, column, rank)
+                tiles.append((column.source.title, tile))
+                raws.append((column.source.method, full))
             if not explanation.panels:
-                full, picture = self._render(
-                    loaded.original, explanation.maps[rank], explanation.kind
-                )
-                raws.append((self.method.name, full))
+                picture = tiles[1][1]
+                if config.show_legend:
+                    text = f"{self.method.title} | {label}{score}{ranked}"
+                    picture = with_legend(picture, explanation.kind, config.colormap, text)
             else:
-                tiles = [("input", loaded.original)]
-                for column in explanation.panels:
-                    full, tile = self._render(loaded.original, column.maps[rank], column.kind)
-                    tiles.append((column.title, tile))
-                    raws.append((column.method, full))
-                label = target.class_name or f"class {target.class_index}"
-                score = "" if target.score is None else f" ({target.score:.3f})"
-                picture = panel(tiles, f"{item.path.name}: {label}{score}")
-            path = self.output_path(item, self.method.name, ".png", tag)
-            write_png(path, picture)
+                kinds = [None, *(c.source.kind for c in columns)] if config.show_legend else None
+                header = f"{item.path.name}: {label}{score}{ranked}"
+                picture = panel(tiles, header, legends=kinds, colormap=config.colormap)
+            path = self.output_path(item, self.method.name, f".{config.image_format}", tag)
+            write_image(path, picture, config.image_format)
             target.outputs["overlay"] = str(path)
-            if self.config.save_raw:
+            if config.save_raw:
                 for name, full in raws:
                     raw_path = self.output_path(item, name, ".npy", tag)
                     write_npy(raw_path, full)
                     target.outputs["raw" if len(raws) == 1 else f"raw_{name}"] = str(raw_path)
-            if rank == 0 and self.config.check is not None:
-                record.check = self.config.check.analyze(item.path, raws[0][1])
+            if rank == 0 and config.check is not None:
+                record.check = config.check.analyze(item.path, raws[0][1], record.label)
         return record
 
     def _render_then_release(self, work: Work) -> Record:
@@ -322,9 +381,14 @@ def run_method(
     reporter: ProgressReporter,
     summary: Summary,
     journal: Journal | None = None,
+    labels: Labels | None = None,
 ) -> Summary:
     """Run ``method`` over ``items`` into ``summary`` (and each finished one into ``journal``);
-    every input ends up in the summary."""
+    every input ends up in the summary. ``labels``: expected classes to judge predictions by.
+
+    The progress bar counts every input found (``summary.inputs_found``; those already in the
+    summary, such as unreadable files or resumed inputs, count as done) and ends at the number of
+    records, so after Ctrl-C it shows what the closing table counts."""
     adapter = method.adapter
     source = ImageSource(
         items,
@@ -359,7 +423,8 @@ def run_method(
                 loaded.release()
 
     started = time.perf_counter()
-    reporter.start(len(items), method.name)
+    reporter.start(max(summary.inputs, len(summary.records) + len(items)), method.name)
+    reporter.advance(len(summary.records))
     try:
         for batch in source.batches():
             good: list[LoadedImage] = []
@@ -380,6 +445,8 @@ def run_method(
                     loaded.release()
                     continue
                 record = new_record(loaded, explanation, adapter)
+                if labels is not None and record.predicted is not None:
+                    record.label = labels.judge(loaded.item.path, record.predicted.class_index)
                 for note in record.notes:
                     reporter.warning(loaded.item.path, note)
                 if metrics is not None:
@@ -399,10 +466,22 @@ def run_method(
         finally:
             writer.close()
             summary.seconds += time.perf_counter() - started
-    if not summary.interrupted:
-        reporter.finish()
+    reporter.settle(len(summary.records))
     summary.records.sort(key=lambda r: r.input)
     return summary
+
+
+def render_settings(config: RunConfig) -> dict[str, object]:
+    """How the pictures were drawn, as the summary's ``render``."""
+    return {
+        "format": config.image_format,
+        "legend": config.show_legend,
+        "scale": config.scale,
+        "clip": config.clip,
+        "alpha": config.alpha,
+        "colormap": config.colormap,
+        "upsample": config.upsample,
+    }
 
 
 def _header(config: RunConfig, method: Method, items: list[InputItem], resumed: int) -> list[str]:
@@ -491,6 +570,7 @@ class Setup:
     identity: RunIdentity
     finished: dict[str, Record]  # inputs a previous run already did (--resume)
     found: int  # every input found (all shards)
+    labels: Labels | None = None  # expected classes (--labels)
 
 
 def shard_inputs(
@@ -512,14 +592,17 @@ def setup(config: RunConfig, lock: OutputLock) -> Setup:
 
     everything, all_problems = open_inputs(config, lock, config.junit)
     items, problems = shard_inputs(config, everything, all_problems)
+    labels = Labels(config.labels) if config.labels is not None else None
     adapter = load_adapter(config)
     method = build_method(config, adapter, max(1, len(items)))
+    if labels is not None:
+        labels.resolve(adapter)
     identity = RunIdentity(
         fingerprint(config.model, config.weights), method.name, method.params(), config.shard
     )
     finished = finished_records(config.out, identity, items) if config.resume else {}
     todo = [item for item in items if str(item.path) not in finished]
-    return Setup(todo, problems, method, identity, finished, len(items) + len(problems))
+    return Setup(todo, problems, method, identity, finished, len(items) + len(problems), labels)
 
 
 def run(config: RunConfig, *, stdout: Console | None = None, stderr: Console | None = None) -> int:
@@ -559,10 +642,13 @@ def execute(
     method = ready.method
     for line in _header(config, method, ready.items, len(ready.finished)):
         reporter.info(line)
-    summary = Summary(method=method.name, output_dir=config.out)
+    run_name = f"check-{method.name}" if config.check is not None else method.name
+    summary = Summary(method=method.name, output_dir=config.out, run=run_name)
     summary.model = method.adapter.describe()
     summary.params = method.params()
-    summary.extra = {"fingerprint": ready.identity.fingerprint}
+    summary.extra = {"fingerprint": ready.identity.fingerprint, "render": render_settings(config)}
+    if config.title:
+        summary.extra["title"] = config.title
     if config.shard:
         summary.extra["shard"] = config.shard
     summary.inputs_found = ready.found
@@ -575,12 +661,15 @@ def execute(
     for record in ready.finished.values():
         journal.add(record)
     try:
-        run_method(config, method, ready.items, reporter, summary, journal)
+        run_method(config, method, ready.items, reporter, summary, journal, ready.labels)
     except KeyboardInterrupt as stop:
         summary.interrupted = True
         summary.terminated = isinstance(stop, Terminated)
     if config.check is not None:
-        summary.check = config.check.verdict([r.check for r in summary.records if r.ok])
+        processed = [r for r in summary.records if r.ok]
+        summary.check = config.check.verdict(
+            [r.check for r in processed], [r.label for r in processed]
+        )
     failed = finish_outputs(config, summary, reporter.fatal)
     journal.close(remove=failed is None)
     return summary, failed

@@ -12,9 +12,11 @@ For both, R is the region grown by ``tolerance`` pixels (a disc): a CAM is compu
 grid (a 12 x 12 map spreads each cell over ~50 pixels of a 640-pixel image), and the tolerance
 keeps a well-placed but blurry map from being judged as missing a small object.
 
-An image's test case fails when the pointing game misses. The set passes when the mean energy is
-at least ``min_energy`` and the hit rate at least ``min_hit_rate``; a failing set makes
-``cnnvis check`` exit with code 3.
+An image's test case fails when the pointing game misses, or when expected labels are given
+(``--labels``, see ``labels.py``) and the model's top-1 class is not the expected one. The set
+passes when the mean energy is at least ``min_energy``, the hit rate at least ``min_hit_rate``
+and — with labels — the share of labelled images classified correctly at least
+``min_accuracy``; a failing set makes ``cnnvis check`` exit with code 3.
 """
 
 from __future__ import annotations
@@ -141,35 +143,72 @@ class RegionCheck:
     min_energy: float = 0.5
     min_hit_rate: float = 0.9
     tolerance: int = 15
+    min_accuracy: float = 1.0
 
-    def analyze(self, path: Path, full: np.ndarray) -> dict[str, Any]:
-        """The per-image record: energy, hit, whether it passes, and the region used."""
+    def analyze(
+        self, path: Path, full: np.ndarray, label: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """The per-image record: energy, hit, whether it passes, and the region used;
+        ``label`` (see ``labels.py``): a misclassified image fails with the reason."""
         heat = heat_from_map(full)
         region = self.regions.mask(path, heat.shape[0], heat.shape[1])
+        wrong = label is not None and not label["correct"]
+        reason = None
+        if wrong:
+            expected = label["class_name"] or f"class {label['class_index']}"
+            reason = f"misclassified: the model does not predict the expected {expected}"
         if region is None:
+            if wrong:
+                return {"region": None, "passed": False, "reason": reason}
             return {"region": None, "skipped": "no region for this image"}
         grown = grow(region, self.tolerance)
         energy = energy_inside(heat, grown)
         hit = pointing_hit(heat, grown)
-        return {
+        record = {
             "region": self.regions.describe(path),
             "energy": round(energy, 6),
             "hit": hit,
-            "passed": hit,
+            "passed": hit and not wrong,
         }
+        if reason is not None:
+            record["reason"] = reason
+        return record
 
-    def verdict(self, checks: list[dict[str, Any] | None]) -> dict[str, Any]:
-        """Set-level figures over the per-image check records that were scored."""
-        return verdict(checks, self.min_energy, self.min_hit_rate, self.tolerance)
+    def verdict(
+        self, checks: list[dict[str, Any] | None], labels: list[dict[str, Any] | None] | None = None
+    ) -> dict[str, Any]:
+        """Set-level figures over the per-image check records that were scored (and the
+        labels of the processed images, when expected labels were given)."""
+        return verdict(
+            checks, self.min_energy, self.min_hit_rate, self.tolerance, labels, self.min_accuracy
+        )
 
 
 def verdict(
-    checks: list[dict[str, Any] | None], min_energy: float, min_hit_rate: float, tolerance: int
+    checks: list[dict[str, Any] | None],
+    min_energy: float,
+    min_hit_rate: float,
+    tolerance: int,
+    labels: list[dict[str, Any] | None] | None = None,
+    min_accuracy: float = 1.0,
 ) -> dict[str, Any]:
-    """The set's mean energy and hit rate over the scored images, and whether they pass."""
+    """The set's mean energy and hit rate over the scored images — and with expected labels
+    the share classified correctly — and whether they pass."""
     scored = [c for c in checks if c and c.get("energy") is not None]
     mean_energy = float(np.mean([c["energy"] for c in scored])) if scored else 0.0
     hit_rate = float(np.mean([c["hit"] for c in scored])) if scored else 0.0
+    passed = bool(scored) and mean_energy >= min_energy and hit_rate >= min_hit_rate
+    judged = [label for label in labels or [] if label is not None]
+    extra: dict[str, Any] = {}
+    if judged:
+        accuracy = float(np.mean([j["correct"] for j in judged]))
+        passed = passed and accuracy >= min_accuracy
+        extra = {
+            "labelled": len(judged),
+            "misclassified": sum(1 for j in judged if not j["correct"]),
+            "accuracy": round(accuracy, 6),
+            "min_accuracy": min_accuracy,
+        }
     return {
         "images": len(scored),
         "mean_energy": round(mean_energy, 6),
@@ -177,5 +216,6 @@ def verdict(
         "min_energy": min_energy,
         "min_hit_rate": min_hit_rate,
         "tolerance": tolerance,
-        "passed": bool(scored) and mean_energy >= min_energy and hit_rate >= min_hit_rate,
+        **extra,
+        "passed": passed,
     }

@@ -54,11 +54,19 @@ class Panel:
     title: str
     kind: MapKind
     maps: list[np.ndarray]
+    scales: list[float] | None = None  # as Explanation.scales
 
 
 @dataclass
 class Explanation:
-    """What a method found for one image."""
+    """What a method found for one image.
+
+    ``scales``: per target, the factor the method divided its map by to bring it into [0, 1]
+    (or [-1, 1]), in the method's own units (e.g. max - min of a CAM's ReLU(sum_k w_k A^k),
+    occlusion's largest drop). The renderer multiplies each map by ``scale / max(scales)`` to
+    show an image's targets on one scale (``--scale joint``); None: the maps are not
+    comparable (shown each on its own scale).
+    """
 
     targets: list[int]  # explained class indices
     outputs: list[float]  # the model's output for each target (a probability for softmax heads)
@@ -67,6 +75,7 @@ class Explanation:
     predicted: tuple[int, float] | None = None  # the model's own top-1 class and output
     facts: Facts | None = None
     panels: list[Panel] = field(default_factory=list)
+    scales: list[float] | None = None
 
 
 class Method(ABC):
@@ -77,6 +86,7 @@ class Method(ABC):
     options_type: ClassVar[type[Options]] = Options
     kind: ClassVar[MapKind] = "heatmap"
     needs_gradients: ClassVar[bool] = True  # False: forward passes only (runs on SavedModels)
+    pixel_level: ClassVar[bool] = False  # True: per-pixel maps, clipped at --clip for display
 
     def __init__(
         self,
@@ -191,6 +201,7 @@ def explanations_from(
             kind=kind,
             predicted=(int(values["predicted"][b]), float(values["predicted_output"][b])),
             facts=facts[b] if facts is not None else None,
+            scales=[float(s) for s in values["scales"][b]] if "scales" in values else None,
         )
         for b in range(count)
     ]

@@ -45,7 +45,7 @@ from cnnvis_cli.core.adapter import LayerInfo, ModelAdapter
 from cnnvis_cli.core.tf import tf_and_keras
 from cnnvis_cli.methods.base import BatchMethod
 from cnnvis_cli.methods.gradients import logit_gradients
-from cnnvis_cli.methods.normalize import EPSILON, normalize_minmax_tf
+from cnnvis_cli.methods.normalize import EPSILON, minmax_range_tf, normalize_minmax_tf
 from cnnvis_cli.options import Options, option
 
 AUGMENTATIONS: tuple[tuple[bool, float], ...] = (
@@ -205,7 +205,7 @@ class BaseCAM(BatchMethod):
         return AUGMENTATIONS if self.options.aug_smooth else AUGMENTATIONS[:1]
 
     def compute(self, raw: Any) -> dict[str, Any]:
-        """Normalised maps (B, K, h, w) and the chosen targets."""
+        """Normalised maps (B, K, h, w), their ranges (B, K) and the chosen targets."""
         tf, _ = tf_and_keras()
         raw = tf.convert_to_tensor(raw, tf.float32)
         batch = tf.shape(raw)[0]
@@ -222,16 +222,17 @@ class BaseCAM(BatchMethod):
         else:
             forward = self.adapter.forward(inputs, self.layers, preprocessed=True)
             targets, gradients = choose(forward), [None] * len(self.layers)
-        per_layer = []
+        per_layer, ranges = [], []
         for features, layer_gradients in zip(forward.features, gradients, strict=True):
             features = tf.cast(features, tf.float32)
-            maps = [
-                normalize_minmax_tf(
-                    self.cam(features, None if layer_gradients is None else layer_gradients[:, k])
-                )
+            cams = [
+                self.cam(features, None if layer_gradients is None else layer_gradients[:, k])
                 for k in range(self.top_k)
             ]
-            per_layer.append(tf.stack(maps, axis=1))
+            per_layer.append(tf.stack([normalize_minmax_tf(cam) for cam in cams], axis=1))
+            ranges.append(tf.stack([minmax_range_tf(cam)[:batch] for cam in cams], axis=1))
         maps = deaugment(combine_layers(per_layer), variants)
         original = type(forward)(None, forward.logits[:batch], forward.outputs[:batch])
-        return {"maps": maps, **self.chosen(original, targets[:batch])}
+        # per target, the unnormalised map's range on the original images (the mean over layers)
+        scales = tf.add_n(ranges) / len(ranges)
+        return {"maps": maps, "scales": scales, **self.chosen(original, targets[:batch])}

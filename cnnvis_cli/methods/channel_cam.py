@@ -43,7 +43,7 @@ from cnnvis_cli.methods.cam import (
     layer_params,
     resolve_layers,
 )
-from cnnvis_cli.methods.normalize import normalize_minmax_tf
+from cnnvis_cli.methods.normalize import minmax_range_tf, normalize_minmax_tf
 from cnnvis_cli.options import check_range, option
 
 
@@ -146,8 +146,8 @@ class ChannelCAM(Method):
         return self.scores(images, features, factor, targets, pairs, number)
 
     def _combine_fn(self, features: Any, selected: Any, scores: Any, reference: Any) -> Any:
-        """Normalized maps (B, T, h, w) from activations (B, h, w, K), the scored channels
-        (B, N), their scores (B, N, T) and the target logits (B, T)."""
+        """Normalized maps (B, T, h, w) and their ranges (B, T) from activations (B, h, w, K),
+        the scored channels (B, N), their scores (B, N, T) and the target logits (B, T)."""
         tf, _ = tf_and_keras()
         used = tf.gather(features, selected, axis=3, batch_dims=1)  # (B, h, w, N)
         weights = self.weights(scores, reference)
@@ -158,7 +158,10 @@ class ChannelCAM(Method):
                 maps.append(tf.nn.relu(first_component(weighted)))
             else:
                 maps.append(tf.nn.relu(tf.reduce_sum(weighted, axis=-1)))
-        return tf.stack([normalize_minmax_tf(m) for m in maps], axis=1)
+        return {
+            "maps": tf.stack([normalize_minmax_tf(m) for m in maps], axis=1),
+            "scales": tf.stack([minmax_range_tf(m) for m in maps], axis=1),
+        }
 
     # -- computation ----------------------------------------------------------------------------
 
@@ -189,7 +192,7 @@ class ChannelCAM(Method):
         runs = len(variants) * len(self.layers)
         chosen: dict[str, Any] = {}
         facts: list[ChannelFacts] = []
-        per_variant = []
+        per_variant, ranges = [], []
         for v, (flip, factor) in enumerate(variants):
             variant = tf.constant(flip_width(images) if flip else images)
             per_layer = []
@@ -206,14 +209,18 @@ class ChannelCAM(Method):
                     }
                     selected = first["selected"].numpy()
                     facts = [ChannelFacts([int(k) for k in selected[b]]) for b in range(real)]
-                maps = self._layer_maps(
+                layer = self._layer_maps(
                     variant, factor, first, chosen["targets"], number, real, scaled
                 )
-                per_layer.append(maps)
+                per_layer.append(layer["maps"])
+                if v == 0:  # the unnormalised maps' ranges on the original images
+                    ranges.append(layer["scales"])
             combined = combine_layers(per_layer)
             per_variant.append(tf.reverse(combined, [3]) if flip else combined)
         maps = tf.add_n(per_variant) / len(per_variant)
-        return explanations_from({**chosen, "maps": maps}, self.kind, real, facts)
+        scales = tf.add_n(ranges) / len(ranges)  # the mean over layers
+        result = {**chosen, "maps": maps, "scales": scales}
+        return explanations_from(result, self.kind, real, facts)
 
     def _layer_maps(
         self,
@@ -225,8 +232,8 @@ class ChannelCAM(Method):
         real: int,
         report: Any,
     ) -> Any:
-        """Normalized maps (B, T, h, w) of one layer for one variant of the images (the first
-        ``real`` are scored, the padding's scores stay 0)."""
+        """Normalized maps (B, T, h, w) and their ranges (B, T) of one layer for one variant of
+        the images (the first ``real`` are scored, the padding's scores stay 0)."""
         tf, _ = tf_and_keras()
         selected = first["selected"].numpy()
         used = selected.shape[1]

@@ -106,7 +106,9 @@ class Compare(Method):
         combined = []
         for b, first in enumerate(per_method[0]):
             panels = [
-                Panel(method.name, method.title, results[b].kind, results[b].maps)
+                Panel(
+                    method.name, method.title, results[b].kind, results[b].maps, results[b].scales
+                )
                 for method, results in zip(self.columns, per_method, strict=True)
             ]
             combined.append(
@@ -118,6 +120,7 @@ class Compare(Method):
                     predicted=first.predicted,
                     facts=first.facts,
                     panels=panels,
+                    scales=first.scales,
                 )
             )
         return combined

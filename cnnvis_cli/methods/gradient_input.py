@@ -29,7 +29,7 @@ import numpy as np
 from cnnvis_cli.core.tf import tf_and_keras
 from cnnvis_cli.methods.base import BatchMethod
 from cnnvis_cli.methods.gradients import logit_gradients
-from cnnvis_cli.methods.normalize import normalize_minmax
+from cnnvis_cli.methods.normalize import minmax_range_tf, normalize_minmax
 
 
 class GradientInput(BatchMethod):
@@ -37,6 +37,7 @@ class GradientInput(BatchMethod):
 
     name = "gradient-input"
     title = "Gradient x input"
+    pixel_level = True
 
     def attributions(self, raw: Any) -> tuple[Any, dict[str, Any]]:
         """Signed attributions (B, K, h, w, c) X * dy/dX and the chosen targets."""
@@ -54,7 +55,8 @@ class GradientInput(BatchMethod):
     def compute(self, raw: Any) -> dict[str, Any]:
         tf, _ = tf_and_keras()
         attributions, chosen = self.attributions(raw)
-        return {"maps": tf.reduce_sum(tf.abs(attributions), axis=-1), **chosen}
+        maps = tf.reduce_sum(tf.abs(attributions), axis=-1)
+        return {"maps": maps, "scales": minmax_range_tf(maps, axis=(2, 3)), **chosen}
 
     def finish(self, maps: np.ndarray) -> np.ndarray:
         return normalize_minmax(maps)

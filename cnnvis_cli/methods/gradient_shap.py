@@ -58,7 +58,7 @@ from cnnvis_cli.methods.integrated_gradients import (
     baseline_image,
     completeness_gaps,
 )
-from cnnvis_cli.methods.normalize import normalize_minmax
+from cnnvis_cli.methods.normalize import minmax_range, normalize_minmax
 from cnnvis_cli.methods.smoothgrad import sample_noise
 from cnnvis_cli.options import Options, check_range, option
 
@@ -143,6 +143,7 @@ class GradientShap(CopiesMethod):
     name = "gradient-shap"
     title = "GradientSHAP"
     options_type = GradientShapOptions
+    pixel_level = True
 
     def __init__(self, adapter: Any, options: GradientShapOptions | None = None, **kwargs: Any):
         super().__init__(adapter, options, **kwargs)
@@ -230,5 +231,6 @@ class GradientShap(CopiesMethod):
             return []
         phi, delta, chosen = self.attribute(images, progress)
         facts = [CompletenessFacts(gaps) for gaps in completeness_gaps(phi, delta)]
-        maps = normalize_minmax(np.abs(phi).sum(axis=-1))
-        return explanations_from({**chosen, "maps": maps}, self.kind, facts=facts)
+        magnitude = np.abs(phi).sum(axis=-1)
+        result = {**chosen, "maps": normalize_minmax(magnitude), "scales": minmax_range(magnitude)}
+        return explanations_from(result, self.kind, facts=facts)

@@ -36,7 +36,7 @@ from cnnvis_cli.methods import baselines
 from cnnvis_cli.methods.base import Explanation, Facts, ProgressCallback, explanations_from
 from cnnvis_cli.methods.copies import CopiesMethod
 from cnnvis_cli.methods.gradients import logit_gradients
-from cnnvis_cli.methods.normalize import normalize_minmax
+from cnnvis_cli.methods.normalize import minmax_range, normalize_minmax
 from cnnvis_cli.options import Options, check_range, option
 
 BASELINES = ("black", "gray", "blur", "mean")
@@ -115,6 +115,7 @@ class IntegratedGradients(CopiesMethod):
     name = "integrated-gradients"
     title = "Integrated Gradients"
     options_type = IntegratedGradientsOptions
+    pixel_level = True
 
     def __init__(
         self, adapter: Any, options: IntegratedGradientsOptions | None = None, **kwargs: Any
@@ -168,6 +169,9 @@ class IntegratedGradients(CopiesMethod):
         if len(images) == 0:
             return []
         result = self.attribute(images, progress)
-        maps = normalize_minmax(np.abs(result.attributions).sum(axis=-1))
+        magnitude = np.abs(result.attributions).sum(axis=-1)
+        scales = minmax_range(magnitude)
+        maps = normalize_minmax(magnitude)
         facts = [CompletenessFacts(gaps) for gaps in result.completeness_gaps()]
-        return explanations_from({**result.chosen, "maps": maps}, self.kind, facts=facts)
+        chosen = {**result.chosen, "maps": maps, "scales": scales}
+        return explanations_from(chosen, self.kind, facts=facts)

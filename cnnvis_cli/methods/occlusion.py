@@ -53,7 +53,7 @@ from cnnvis_cli.core.tf import tf_and_keras
 from cnnvis_cli.methods import baselines
 from cnnvis_cli.methods.base import Explanation, Facts, ProgressCallback, explanations_from
 from cnnvis_cli.methods.copies import CopiesMethod
-from cnnvis_cli.methods.normalize import normalize_by_max
+from cnnvis_cli.methods.normalize import max_scale, normalize_by_max
 from cnnvis_cli.options import Options, check_range, option
 
 BASELINES = ("mean", "zero", "gray", "blur")
@@ -454,4 +454,6 @@ class Occlusion(CopiesMethod):
         maps, chosen, facts = self._drops(images, progress)
         signed = self.options.signed
         normalized = [np.stack([normalize_by_max(m, signed=signed) for m in drop]) for drop in maps]
-        return explanations_from({**chosen, "maps": normalized}, self.kind, facts=facts)
+        scales = [[max_scale(m, signed=signed) for m in drop] for drop in maps]
+        result = {**chosen, "maps": normalized, "scales": scales}
+        return explanations_from(result, self.kind, facts=facts)

@@ -63,6 +63,11 @@ class PerturbationMethod(CopiesMethod):
         """The displayed (K, h', w') maps from the raw ones."""
         raise NotImplementedError
 
+    def scales(self, maps: np.ndarray) -> np.ndarray | None:
+        """Per target, what :meth:`normalize` divided the raw maps (K, h', w') by (see
+        ``Explanation.scales``); None: not comparable across targets."""
+        return None
+
     def attributions(
         self, images: np.ndarray, progress: ProgressCallback | None = None
     ) -> tuple[list[np.ndarray], dict[str, np.ndarray], list[Facts | None]]:
@@ -92,7 +97,9 @@ class PerturbationMethod(CopiesMethod):
             return []
         maps, chosen, facts = self.attributions(images, progress)
         shown = [self.normalize(m).astype(np.float32) for m in maps]
+        result = {**chosen, "maps": shown}
+        scales = [self.scales(m) for m in maps]
+        if all(s is not None for s in scales):
+            result["scales"] = scales
         has_facts = any(f is not None for f in facts)
-        return explanations_from(
-            {**chosen, "maps": shown}, self.kind, facts=facts if has_facts else None
-        )
+        return explanations_from(result, self.kind, facts=facts if has_facts else None)

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from cnnvis_cli.core.tf import tf_and_keras
-from cnnvis_cli.methods.normalize import normalize_minmax
+from cnnvis_cli.methods.normalize import minmax_range, normalize_minmax
 from cnnvis_cli.methods.perturbation import (
     PerturbationMethod,
     Report,
@@ -177,3 +177,6 @@ class Rise(PerturbationMethod):
 
     def normalize(self, maps: np.ndarray) -> np.ndarray:
         return normalize_minmax(maps)
+
+    def scales(self, maps: np.ndarray) -> np.ndarray:
+        return minmax_range(maps)

@@ -23,7 +23,7 @@ import numpy as np
 from cnnvis_cli.core.tf import tf_and_keras
 from cnnvis_cli.methods.base import BatchMethod
 from cnnvis_cli.methods.gradients import logit_gradients
-from cnnvis_cli.methods.normalize import normalize_minmax
+from cnnvis_cli.methods.normalize import minmax_range_tf, normalize_minmax
 
 
 class Saliency(BatchMethod):
@@ -31,15 +31,17 @@ class Saliency(BatchMethod):
 
     name = "saliency"
     title = "Saliency"
+    pixel_level = True
 
     def compute(self, raw: Any) -> dict[str, Any]:
-        """Unnormalized maps (B, K, h, w) and the chosen targets."""
+        """Unnormalized maps (B, K, h, w), their ranges and the chosen targets."""
         tf, _ = tf_and_keras()
         gradients, targets, forward = logit_gradients(
             self.adapter, raw, lambda f: self.targets.select(f.outputs), self.top_k
         )
         maps = tf.reduce_max(tf.abs(gradients), axis=-1)
-        return {"maps": maps, **self.chosen(forward, targets)}
+        scales = minmax_range_tf(maps, axis=(2, 3))
+        return {"maps": maps, "scales": scales, **self.chosen(forward, targets)}
 
     def finish(self, maps: np.ndarray) -> np.ndarray:
         return normalize_minmax(maps)

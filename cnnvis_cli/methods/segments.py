@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from cnnvis_cli.core.tf import tf_and_keras
-from cnnvis_cli.methods.normalize import normalize_by_max
+from cnnvis_cli.methods.normalize import max_scale, normalize_by_max
 from cnnvis_cli.methods.perturbation import PerturbationMethod, Report, baseline_image
 from cnnvis_cli.options import Options, check_range, option
 
@@ -146,3 +146,6 @@ class CoalitionMethod(PerturbationMethod):
 
     def normalize(self, maps: np.ndarray) -> np.ndarray:
         return np.stack([normalize_by_max(m, signed=True) for m in maps])
+
+    def scales(self, maps: np.ndarray) -> np.ndarray:
+        return np.array([max_scale(m, signed=True) for m in maps])

@@ -36,7 +36,7 @@ from cnnvis_cli.core.tf import tf_and_keras
 from cnnvis_cli.methods.base import Explanation, ProgressCallback, explanations_from
 from cnnvis_cli.methods.copies import CopiesMethod
 from cnnvis_cli.methods.gradients import logit_gradients
-from cnnvis_cli.methods.normalize import normalize_minmax
+from cnnvis_cli.methods.normalize import minmax_range, normalize_minmax
 from cnnvis_cli.options import Options, check_range, option
 
 
@@ -72,6 +72,7 @@ class NoisyGradients(CopiesMethod):
     """
 
     options_type = SmoothGradOptions
+    pixel_level = True
 
     def __init__(self, adapter: Any, options: SmoothGradOptions | None = None, **kwargs: Any):
         super().__init__(adapter, options, **kwargs)
@@ -121,8 +122,10 @@ class NoisyGradients(CopiesMethod):
         if len(images) == 0:
             return []
         mean, square_mean, chosen = self.gradient_moments(images, progress)
-        maps = normalize_minmax(self.statistic(mean, square_mean).max(axis=-1))
-        return explanations_from({**chosen, "maps": maps}, self.kind)
+        magnitude = self.statistic(mean, square_mean).max(axis=-1)
+        scales = minmax_range(magnitude)
+        maps = normalize_minmax(magnitude)
+        return explanations_from({**chosen, "maps": maps, "scales": scales}, self.kind)
 
 
 class SmoothGrad(NoisyGradients):

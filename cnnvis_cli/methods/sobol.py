@@ -50,7 +50,7 @@ import numpy as np
 
 from cnnvis_cli.core.tf import tf_and_keras
 from cnnvis_cli.methods.base import Facts
-from cnnvis_cli.methods.normalize import normalize_by_max
+from cnnvis_cli.methods.normalize import max_scale, normalize_by_max
 from cnnvis_cli.methods.perturbation import (
     PerturbationMethod,
     Report,
@@ -189,3 +189,6 @@ class Sobol(PerturbationMethod):
 
     def normalize(self, maps: np.ndarray) -> np.ndarray:
         return np.stack([normalize_by_max(m) for m in maps])
+
+    def scales(self, maps: np.ndarray) -> np.ndarray:
+        return np.array([max_scale(m) for m in maps])

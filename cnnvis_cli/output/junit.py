@@ -1,11 +1,12 @@
 """JUnit XML for CI dashboards: a gate's test cases and its verdict as properties.
 
 ``cnnvis check`` writes one test case per input: it fails when its gate fails (the heatmap's
-maximum misses the region), errs when the input could not be processed, and is skipped when it
-has nothing to be judged on. ``cnnvis sanity`` writes one test case per method (it fails when the
-method's map survives the randomisation) and one erring case per input that could not be
-processed. Every piece of text goes through :func:`~cnnvis_cli.output.text.xml_safe`, so a file
-name holding a control character still gives well-formed XML.
+maximum misses the region, or the image is misclassified against ``--labels``), errs when the
+input could not be processed, and is skipped when it has nothing to be judged on. ``cnnvis
+sanity`` writes one test case per method (it fails when the method's map survives the
+randomisation) and one erring case per input that could not be processed. Every piece of text
+goes through :func:`~cnnvis_cli.output.text.xml_safe`, so a file name holding a control
+character still gives well-formed XML.
 """
 
 from __future__ import annotations

@@ -54,6 +54,7 @@ class ProgressReporter:
         self._done = 0.0
         self._started = time.perf_counter()
         self._last_plain = self._started
+        self._last_count = -1  # the count last printed in plain mode (printed when it changes)
 
     def __enter__(self) -> ProgressReporter:
         return self
@@ -107,9 +108,14 @@ class ProgressReporter:
 
     def finish(self) -> None:
         """Every image is accounted for: the bar ends at its total."""
-        self._done = self._total
+        self.settle(self._total)
+
+    def settle(self, done: int) -> None:
+        """The bar shows ``done`` images: the inputs the summary accounts for (after Ctrl-C,
+        not the fraction of a batch that was in flight)."""
+        self._done = done
         if self._progress is not None:
-            self._progress.update(self._task, completed=self._total)
+            self._progress.update(self._task, completed=done)
 
     def advance(self, amount: float, current: str = "") -> None:
         """Mark ``amount`` images done (fractions allowed for long per-image work)."""
@@ -118,8 +124,9 @@ class ProgressReporter:
             self._progress.update(self._task, advance=amount, current=escape(printable(current)))
         elif not self.quiet:
             now = time.perf_counter()
-            if now - self._last_plain >= PLAIN_INTERVAL_SECONDS and self._done < self._total:
-                self._last_plain = now
+            due = now - self._last_plain >= PLAIN_INTERVAL_SECONDS
+            if due and int(self._done) != self._last_count and self._done < self._total:
+                self._last_plain, self._last_count = now, int(self._done)
                 rate = self._done / max(now - self._started, 1e-9)
                 self.console.print(
                     f"{int(self._done)}/{self._total} {self._unit} ({rate:.1f} {self._unit}/s)",

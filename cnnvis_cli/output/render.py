@@ -2,18 +2,29 @@
 
 Heatmaps in [0, 1] are resized to the input image's own resolution (:func:`resize_map`: bilinear
 with half-pixel centres by default), coloured with an OpenCV colormap and alpha-blended over the
-image. Signed heatmaps in [-1, 1] use a blue-white-red diverging colormap. Gradient maps (guided
-back-propagation) are centred on grey and contrast-normalized.
+image. Signed heatmaps in [-1, 1] use a blue-white-red diverging colormap blended with an opacity
+proportional to |value| (zero is transparent, so the photo shows through where nothing changes).
+Gradient maps (guided back-propagation) are centred on grey and contrast-normalized.
+
+Before colouring, :func:`display_maps` puts an image's maps on a common footing: ``--scale
+joint`` multiplies target k's map by ``scales[k] / max(scales)`` (the methods' own
+normalisation divisors, see ``Explanation.scales``), so the second-best class of ``--top-k``
+looks weaker than the best instead of equally strong; pixel-level maps (saliency, SmoothGrad,
+Integrated Gradients) are clipped at a percentile (``--clip``, 99 by default) so a few extreme
+pixels do not leave the rest of the map faint (Smilkov et al., 2017; Captum's
+``visualize_image_attr`` ``outlier_perc``). Both only change the picture, not ``--save-raw``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from cnnvis_cli.output.files import atomic_write
+from cnnvis_cli.output.legend import legend_strip
 
 EPSILON = 1e-8
 
@@ -141,14 +152,27 @@ def overlay(
     return cv2.addWeighted(image_rgb, 1.0 - alpha, colour, alpha, 0.0)
 
 
-def signed_to_image(gradient: np.ndarray, *, spread: float = 0.15) -> np.ndarray:
+def overlay_signed(image_rgb: np.ndarray, signed: np.ndarray, *, alpha: float = 0.4) -> np.ndarray:
+    """Blend a signed map in [-1, 1] (resized to the image if needed) over an RGB image with the
+    diverging colormap, each pixel's opacity ``min(1, 2 alpha |v|)``: zero is transparent,
+    the strongest evidence twice as opaque as a plain heatmap (0.8 at the default 0.4)."""
+    height, width = image_rgb.shape[:2]
+    values = np.clip(resize_map(signed, height, width), -1.0, 1.0)
+    colour = colorize((values + 1.0) / 2.0, DIVERGING).astype(np.float32)
+    weight = np.minimum(1.0, 2.0 * alpha * np.abs(values))[:, :, None]
+    blended = image_rgb.astype(np.float32) * (1.0 - weight) + colour * weight
+    return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def signed_to_image(gradient: np.ndarray, *, spread: float = 0.15, gain: float = 1.0) -> np.ndarray:
     """Render a signed H x W x C gradient: centred on grey, ``spread`` grey levels per std.
 
-    g' = 0.5 + spread * (g - mean) / (std + eps), clipped to [0, 1] — the usual rendering of
-    guided back-propagation (Springenberg et al., 2015).
+    g' = 0.5 + gain * spread * (g - mean) / (std + eps), clipped to [0, 1] — the usual rendering
+    of guided back-propagation (Springenberg et al., 2015); ``gain`` < 1 dims a map that is
+    weaker than another target's (``--scale joint``).
     """
     g = gradient.astype(np.float32)
-    g = 0.5 + spread * (g - g.mean()) / (g.std() + EPSILON)
+    g = 0.5 + gain * spread * (g - g.mean()) / (g.std() + EPSILON)
     image = np.clip(g * 255.0 + 0.5, 0, 255).astype(np.uint8)
     if image.ndim == 2 or image.shape[2] == 1:
         image = np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)
@@ -168,6 +192,57 @@ def map_at_size(
     return full
 
 
+SCALE_MODES = ("joint", "each")
+DEFAULT_CLIP = 99.0
+
+
+@dataclass(frozen=True)
+class Display:
+    """One image's maps ready to colour: heatmaps in [0, 1] or signed maps in [-1, 1], and for
+    gradient maps the contrast ``gains`` (1 for the strongest target)."""
+
+    maps: list[np.ndarray]
+    gains: list[float]
+
+
+def display_maps(
+    maps: list[np.ndarray],
+    kind: str,
+    scales: list[float] | None = None,
+    *,
+    joint: bool = True,
+    clip: float | None = None,
+) -> Display:
+    """An image's maps (one per target, at the method's resolution) as they are drawn.
+
+    ``joint`` (``--scale joint``): heatmap and signed maps are multiplied by
+    ``scales[k] / max(scales)`` — each map's normalisation divisor relative to the largest of
+    the image's targets, so the maps share one scale (the strongest target spans the full
+    colour range, the others less); gradient maps get the same ratio of their standard
+    deviations as a contrast gain. Without ``scales`` (or with ``joint=False``) each map keeps
+    its own scale. ``clip`` (a percentile, for pixel-level heatmaps): values are divided by the
+    largest of the maps' ``clip``-th percentiles of |v| and clipped to the map's range.
+    """
+    maps = [np.asarray(m, dtype=np.float32) for m in maps]
+    gains = [1.0] * len(maps)
+    if kind == "gradient":
+        spread = [float(m.std()) for m in maps]
+        if joint and len(maps) > 1 and max(spread) > EPSILON:
+            gains = [s / max(spread) for s in spread]
+        return Display(maps, gains)
+    if joint and scales is not None and len(maps) > 1 and max(scales) > EPSILON:
+        maps = [m * np.float32(s / max(scales)) for m, s in zip(maps, scales, strict=True)]
+    if clip is not None and clip < 100.0:
+        limits = [float(np.percentile(np.abs(m), clip)) for m in maps]
+        limits = [max(limits)] * len(maps) if joint else limits
+        low = -1.0 if kind == "signed" else 0.0
+        maps = [
+            np.clip(m / np.float32(limit), low, 1.0) if limit > EPSILON else m
+            for m, limit in zip(maps, limits, strict=True)
+        ]
+    return Display(maps, gains)
+
+
 def render_map(
     original: np.ndarray,
     native: np.ndarray,
@@ -176,27 +251,55 @@ def render_map(
     alpha: float = 0.4,
     colormap: str = "jet",
     upsample: str = "bilinear",
+    shown: np.ndarray | None = None,
+    gain: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The map at the image's own resolution (what ``--save-raw`` writes), and its picture.
 
     ``kind``: ``heatmap`` (in [0, 1], overlaid with ``colormap``), ``signed`` (in [-1, 1],
-    overlaid with the diverging colormap) or ``gradient`` (signed h x w x c, centred on grey).
+    overlaid with the diverging colormap, zero transparent) or ``gradient`` (signed h x w x c,
+    centred on grey). ``shown``: the map as drawn when it differs from ``native`` (see
+    :func:`display_maps`), ``gain`` a gradient map's contrast gain.
     """
     height, width = original.shape[:2]
     full = map_at_size(native, height, width, kind, upsample)
+    drawn = full if shown is None else map_at_size(shown, height, width, kind, upsample)
     if kind == "gradient":
-        return full, signed_to_image(full)
+        return full, signed_to_image(drawn, gain=gain)
     if kind == "signed":
-        return full, overlay(original, (full + 1.0) / 2.0, alpha=alpha, colormap=DIVERGING)
-    return full, overlay(original, full, alpha=alpha, colormap=colormap)
+        return full, overlay_signed(original, drawn, alpha=alpha)
+    return full, overlay(original, drawn, alpha=alpha, colormap=colormap)
+
+
+IMAGE_FORMATS = ("png", "jpg", "webp")
+JPEG_QUALITY = 92
+WEBP_QUALITY = 90
+
+
+def encode_image(image_rgb: np.ndarray, fmt: str = "png") -> bytes:
+    """An RGB uint8 image encoded as PNG (OpenCV's default: its fastest zlib level), JPEG
+    (quality 92) or WebP (lossy, quality 90)."""
+    params = {
+        "png": [],
+        "jpg": [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY],
+        "webp": [cv2.IMWRITE_WEBP_QUALITY, WEBP_QUALITY],
+    }
+    if fmt not in params:
+        raise ValueError(f"unknown --format {fmt!r}; use {', '.join(IMAGE_FORMATS)}")
+    ok, encoded = cv2.imencode(f".{fmt}", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), params[fmt])
+    if not ok:
+        raise OSError(f"{fmt.upper()} encoding failed")
+    return encoded.tobytes()
+
+
+def write_image(path: Path, image_rgb: np.ndarray, fmt: str = "png") -> None:
+    """Encode an RGB uint8 image (``fmt``: png, jpg, webp) and write it atomically."""
+    atomic_write(path, encode_image(image_rgb, fmt))
 
 
 def write_png(path: Path, image_rgb: np.ndarray) -> None:
     """Encode an RGB uint8 image as PNG and write it atomically."""
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise OSError(f"PNG encoding failed for {path}")
-    atomic_write(path, encoded.tobytes())
+    write_image(path, image_rgb, "png")
 
 
 def _label(width: int, text: str, height: int = 28, scale: float = 0.55) -> np.ndarray:
@@ -211,14 +314,29 @@ def _label(width: int, text: str, height: int = 28, scale: float = 0.55) -> np.n
     return strip
 
 
-def panel(tiles: list[tuple[str, np.ndarray]], header: str, tile_height: int = 256) -> np.ndarray:
-    """Side-by-side labelled tiles (all scaled to ``tile_height``) under a one-line header."""
+def panel(
+    tiles: list[tuple[str, np.ndarray]],
+    header: str,
+    tile_height: int = 256,
+    legends: list[str | None] | None = None,
+    colormap: str = "jet",
+) -> np.ndarray:
+    """Side-by-side labelled tiles (all scaled to ``tile_height``) under a one-line header;
+    ``legends``: per tile, the map kind whose colour bar goes under it (None: no bar)."""
     columns = []
-    for title, image in tiles:
+    legends = legends or [None] * len(tiles)
+    for (title, image), kind in zip(tiles, legends, strict=True):
         height, width = image.shape[:2]
         new_width = max(1, round(width * tile_height / height))
-        scaled = cv2.resize(image, (new_width, tile_height), interpolation=cv2.INTER_AREA)
-        columns.append(np.vstack([_label(new_width, title), scaled]))
+        interpolation = cv2.INTER_AREA if new_width < width else cv2.INTER_LINEAR
+        scaled = cv2.resize(image, (new_width, tile_height), interpolation=interpolation)
+        parts = [_label(new_width, title), scaled]
+        if any(legends):
+            strip = legend_strip(new_width, kind or "heatmap", colormap)
+            if kind is None:
+                strip[:] = 255
+            parts.append(strip)
+        columns.append(np.vstack(parts))
     gap = np.full((columns[0].shape[0], 6, 3), 255, np.uint8)
     body = np.hstack([part for column in columns for part in (column, gap)][:-1])
     return np.vstack([_label(body.shape[1], header, height=32, scale=0.6), body])

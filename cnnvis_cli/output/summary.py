@@ -9,10 +9,18 @@ Schema (version 1; fields are only ever added)::
                   "targets": [{"class_index", "class_name", "score", "outputs"}, ...],
                   "predicted": {"class_index", "class_name", "score"},
                   <method facts, e.g. "completeness_gap">, "metrics": {...}?, "check": {...}?,
+                  "label": {"class_index", "class_name", "correct"}?,
                   "notes": [str]?, "error": null|str}, ...],
      "totals": {"inputs", "processed", "failed", "not_processed", "seconds",
                 "images_per_second", "classes": {name: count}, "metrics": {name: mean}?,
-                "interrupted": bool}}
+                "labelled"?, "misclassified"?, "interrupted": bool},
+     "render": {"format", "legend", "scale", "clip", "alpha", "colormap"}?,
+     "runs": {run name: "summary-<run>.json"}}
+
+Several runs can write into one output folder (``cnnvis gradcam ... -o out``, then
+``cnnvis occlusion ... -o out``): each run also writes ``summary-<run>.json`` (the run's name is
+its method, ``check-<method>`` for ``cnnvis check``), and ``summary.json`` is the latest run,
+whose ``runs`` lists every run's file in the folder, so earlier runs are not lost.
 
 ``score`` is the model's output for the class (a probability for softmax and sigmoid heads).
 A failed input has ``error`` set and no outputs. The file is strict JSON: a non-finite number is
@@ -46,6 +54,20 @@ from cnnvis_cli.output.text import printable
 
 SUMMARY_VERSION = 1
 SUMMARY_NAME = "summary.json"
+RUN_SUMMARY_PREFIX = "summary-"
+
+
+def run_summary_name(run: str) -> str:
+    """The file of one run's summary: ``summary-<run>.json``."""
+    return f"{RUN_SUMMARY_PREFIX}{run}.json"
+
+
+def run_summaries(folder: Path) -> dict[str, Path]:
+    """Every run summary in an output folder: run name -> ``summary-<run>.json``."""
+    found = {}
+    for path in sorted(Path(folder).glob(f"{RUN_SUMMARY_PREFIX}*.json")):
+        found[path.name[len(RUN_SUMMARY_PREFIX) : -len(".json")]] = path
+    return found
 
 
 def finite(value: Any) -> Any:
@@ -101,6 +123,7 @@ class Record:
     facts: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float | None] = field(default_factory=dict)
     check: dict[str, Any] | None = None
+    label: dict[str, Any] | None = None  # expected class and whether the prediction is right
     notes: list[str] = field(default_factory=list)
     error: str | None = None
     source: dict[str, int] | None = None  # the input's size and mtime when it was read
@@ -134,6 +157,8 @@ class Record:
             data["metrics"] = self.metrics
         if self.check is not None:
             data["check"] = self.check
+        if self.label is not None:
+            data["label"] = self.label
         if self.notes:
             data["notes"] = self.notes
         if self.source is not None:
@@ -145,7 +170,7 @@ class Record:
     def from_json(cls, data: dict[str, Any]) -> Record:
         """Read back a record written by :meth:`to_json` (for ``merge`` and the report)."""
         known = {"input", "outputs", "class_index", "class_name", "score", "targets"}
-        known |= {"predicted", "metrics", "check", "notes", "error", "source"}
+        known |= {"predicted", "metrics", "check", "label", "notes", "error", "source"}
         targets = [
             TargetRecord(
                 t["class_index"], t.get("class_name"), t.get("score"), t.get("outputs", {})
@@ -164,6 +189,7 @@ class Record:
             facts={k: v for k, v in data.items() if k not in known},
             metrics=dict(data.get("metrics") or {}),
             check=data.get("check"),
+            label=data.get("label"),
             notes=list(data.get("notes") or []),
             error=data.get("error"),
             source=data.get("source"),
@@ -180,6 +206,7 @@ class Summary:
 
     method: str
     output_dir: Path
+    run: str | None = None  # the run's name (default: the method); see run_summary_name
     model: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     records: list[Record] = field(default_factory=list)
@@ -251,11 +278,16 @@ class Summary:
         means = self.metric_means()
         if means:
             totals["metrics"] = means
+        labelled = [r for r in self.records if r.ok and r.label is not None]
+        if labelled:
+            totals["labelled"] = len(labelled)
+            totals["misclassified"] = sum(1 for r in labelled if not r.label["correct"])
         return {
             "version": SUMMARY_VERSION,
             "tool": {"name": "cnnvis", "version": __version__},
             "model": self.model,
             "method": self.method,
+            "run": self.run_name,
             "params": self.params,
             **self.extra,
             "output_dir": str(self.output_dir),
@@ -267,10 +299,22 @@ class Summary:
     def to_json(self) -> str:
         return strict_json(self.to_dict())
 
+    @property
+    def run_name(self) -> str:
+        return self.run or self.method
+
     def write(self, path: Path | None = None) -> Path:
-        """Write ``summary.json`` atomically into the output folder (or to ``path``)."""
-        path = path or self.output_dir / SUMMARY_NAME
-        write_text(path, self.to_json() + "\n")
+        """Write ``summary.json`` atomically (or to ``path``); into the output folder, also
+        ``summary-<run>.json``, and ``summary.json`` lists every run's file as ``runs``."""
+        if path is not None:
+            write_text(path, self.to_json() + "\n")
+            return path
+        own = self.output_dir / run_summary_name(self.run_name)
+        write_text(own, self.to_json() + "\n")
+        runs = {name: file.name for name, file in run_summaries(self.output_dir).items()}
+        latest = {**self.to_dict(), "runs": runs}
+        path = self.output_dir / SUMMARY_NAME
+        write_text(path, strict_json(latest) + "\n")
         return path
 
     def exit_code(self) -> int:
@@ -290,7 +334,11 @@ class Summary:
         )
         table.add_column(style="bold")
         table.add_column()
-        table.add_row("images", f"{self.processed} processed of {self.inputs}")
+        images = f"{self.processed} processed of {self.inputs}"
+        missing = self.inputs - len(self.records)
+        if missing:
+            images += f" ({len(self.records)} done, {missing} not reached)"
+        table.add_row("images", images)
         table.add_row("failures", f"[red]{self.failed}[/red]" if self.failed else "0")
         explained, predicted = self.class_counts(), self.predicted_counts()
         if explained == predicted:
@@ -298,6 +346,15 @@ class Summary:
         else:
             table.add_row("explained", _counts_text(explained))
             table.add_row("predicted", _counts_text(predicted))
+        labelled = [r for r in self.records if r.ok and r.label is not None]
+        if labelled:
+            wrong = [r for r in labelled if not r.label["correct"]]
+            text = f"{len(labelled) - len(wrong)} of {len(labelled)} classified as labelled"
+            if wrong:
+                names = ", ".join(Path(r.input).name for r in wrong[:5])
+                more = f" and {len(wrong) - 5} more" if len(wrong) > 5 else ""
+                text += f"; [red]misclassified[/red]: {escape(printable(names + more))}"
+            table.add_row("labels", text)
         for name, mean in self.metric_means().items():
             table.add_row(f"mean {name.replace('_', ' ')}", "-" if mean is None else f"{mean:.4f}")
         table.add_row("output folder", escape(printable(self.output_dir)))
@@ -305,11 +362,17 @@ class Summary:
         table.add_row("seconds", f"{self.seconds:.1f}{rate}")
         if self.check is not None:
             verdict = "[green]passed[/green]" if self.check["passed"] else "[red]FAILED[/red]"
+            accuracy = ""
+            if self.check.get("accuracy") is not None:
+                accuracy = (
+                    f", accuracy {self.check['accuracy']:.2f} (min {self.check['min_accuracy']})"
+                )
             table.add_row(
                 "check",
                 f"{verdict}: mean energy {self.check['mean_energy']:.2f} "
                 f"(min {self.check['min_energy']}), hit rate {self.check['hit_rate']:.2f} "
-                f"(min {self.check['min_hit_rate']}) over {self.check['images']} image(s)",
+                f"(min {self.check['min_hit_rate']}){accuracy} over {self.check['images']} "
+                "image(s)",
             )
         if self.interrupted:
             table.add_row("status", "[yellow]interrupted[/yellow]")
