@@ -25,6 +25,7 @@ from cnnvis_cli.core.adapter import ModelAdapter
 from cnnvis_cli.core.batching import Batching, chunk_size
 from cnnvis_cli.core.config import RunConfig
 from cnnvis_cli.core.discover import InputItem, discover
+from cnnvis_cli.core.engines import check_engine, run_engine
 from cnnvis_cli.core.resume import RunIdentity, finished_records, source_of
 from cnnvis_cli.core.shards import Shard, item_key, problem_key
 from cnnvis_cli.core.signals import terminate_as_interrupt
@@ -97,6 +98,7 @@ def validate_config(config: RunConfig) -> None:
     """Option checks that need no model: exit 2 before anything is loaded."""
     from cnnvis_cli.evaluation.deletion_insertion import METRICS
 
+    check_engine(config)
     if not 0.0 <= config.alpha <= 1.0:
         raise CnnvisError(f"--alpha must be between 0 and 1, got {config.alpha}")
     if config.upsample not in UPSAMPLE_MODES:
@@ -311,9 +313,11 @@ def run_method(
     reporter: ProgressReporter,
     summary: Summary,
     journal: Journal | None = None,
+    inputs: set[Path] | None = None,
 ) -> Summary:
     """Run ``method`` over ``items`` into ``summary`` (and each finished one into ``journal``);
-    every input ends up in the summary."""
+    every input ends up in the summary. No output may overwrite one of ``inputs`` (resolved
+    paths; besides ``items``' own)."""
     adapter = method.adapter
     source = ImageSource(
         items,
@@ -325,7 +329,9 @@ def run_method(
         max_file_size=config.max_file_size * 2**20,
         memory_budget=config.memory_budget * 2**20,
     )
-    writer = OutputWriter(config, method, {item.path.resolve() for item in items})
+    writer = OutputWriter(
+        config, method, {item.path.resolve() for item in items} | (inputs or set())
+    )
     metrics = MetricEvaluator(config, method) if config.metric_names else None
 
     def fail(item: InputItem, message: str) -> None:
@@ -457,11 +463,26 @@ def shard_inputs(
     )
 
 
+def load_adapter(config: RunConfig) -> ModelAdapter:
+    """The run's model (in the daemon, the one it holds when the file is unchanged)."""
+    from cnnvis_cli.core.loading import load_model
+    from cnnvis_cli.warm import cached_model
+
+    return cached_model(
+        load_model,
+        config.model,
+        class_names=config.class_names,
+        preprocess=config.preprocess,
+        weights=config.weights,
+        output=config.output,
+        unsafe=config.unsafe_load,
+        custom_objects=config.custom_objects,
+    )
+
+
 def setup(config: RunConfig, lock: OutputLock) -> Setup:
     """Validate, lock the output folder, find the inputs, load the model, build the method."""
     from cnnvis_cli.core.fingerprint import fingerprint
-    from cnnvis_cli.core.loading import load_model
-    from cnnvis_cli.warm import cached_model
 
     validate_config(config)
     if config.junit is not None:
@@ -478,16 +499,7 @@ def setup(config: RunConfig, lock: OutputLock) -> Setup:
     if not everything:
         raise CnnvisError(no_images_message(config))
     items, problems = shard_inputs(config, everything, all_problems)
-    adapter = cached_model(  # in the daemon, the model it holds when the file is unchanged
-        load_model,
-        config.model,
-        class_names=config.class_names,
-        preprocess=config.preprocess,
-        weights=config.weights,
-        output=config.output,
-        unsafe=config.unsafe_load,
-        custom_objects=config.custom_objects,
-    )
+    adapter = load_adapter(config)
     method = build_method(config, adapter, max(1, len(items)))
     identity = RunIdentity(
         fingerprint(config.model, config.weights), method.name, method.params(), config.shard
@@ -549,14 +561,18 @@ def execute(
     journal = Journal(config.out, ready.identity.header())
     for record in ready.finished.values():
         journal.add(record)
+    engine_failed = None
     try:
-        run_method(config, method, ready.items, reporter, summary, journal)
+        run_engine(config, ready, reporter, summary, journal)
     except KeyboardInterrupt as stop:
         summary.interrupted = True
         summary.terminated = isinstance(stop, Terminated)
+    except CnnvisError as exc:  # the engine could not start (e.g. no Ray cluster there)
+        reporter.fatal(str(exc))
+        engine_failed = exc.exit_code
     if config.check is not None:
         summary.check = config.check.verdict([r.check for r in summary.records if r.ok])
-    failed = finish_outputs(config, summary, reporter.fatal)
+    failed = finish_outputs(config, summary, reporter.fatal) or engine_failed
     journal.close(remove=failed is None)
     return summary, failed
 
