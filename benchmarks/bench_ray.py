@@ -209,6 +209,30 @@ def _occlusion_options() -> Any:
     return options(patch=OCCLUSION_PATCH, stride=OCCLUSION_STRIDE)
 
 
+def run_case(quick: bool) -> tuple[dict[str, Any], list[Any]]:
+    """The ``ray`` case of ``benchmarks/run.py``: the engines' ratio on MobileNetV2 (no
+    occlusion part); ``quick`` uses 64 images and one run of each engine."""
+    from bench_common import Check
+
+    args = parse_args(["--images", "64", "--repeats", "1"] if quick else [])
+    RAY_WORK.mkdir(parents=True, exist_ok=True)
+    model = saved_application("mobilenetv2", "keras:MobileNetV2")
+    folder = image_folder(f"ray_scenes_{args.images}", args.images, 320, 240, ".jpg", seed=3)
+    result = engines_case(args, model, folder)
+    check = Check(
+        "ray",
+        "mobilenetv2",
+        f"ray ({args.workers} workers) / local images/s, steady",
+        result["steady_ratio"],
+        RATIO_TARGET,
+        ">=",
+        detail=(
+            f"start-up {result['ray_init_s']:.1f} s, end to end {result['end_to_end_ratio']:.2f}"
+        ),
+    )
+    return result, [check]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     RAY_WORK.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -101,6 +102,27 @@ def test_ray_options_need_the_ray_engine(tmp_path):
     assert result.exit_code == 2 and "--workers: only with --engine ray" in result.stderr
     result = invoke("gradcam", SAMPLES, "-m", DEMO, "-o", tmp_path / "o", "--engine", "spark")
     assert result.exit_code == 2 and "unknown --engine 'spark'" in result.stderr
+
+
+@pytest.mark.slow
+def test_an_address_nothing_answers_on_is_exit_2_with_the_summary(tmp_path):
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        pytest.skip("this process already joined a Ray; the engine would use it")
+    with socket.socket() as probe:  # a loopback port nobody listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "out"
+    address = f"127.0.0.1:{port}"
+    result = invoke(
+        "gradcam", SAMPLES, "-m", DEMO, "-o", out, "-q", "--engine", "ray", "--ray-address", address
+    )
+    assert result.exit_code == 2
+    assert f"cannot join Ray at {address} (nothing answers there" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    totals = _summary(out)["totals"]
+    assert totals["processed"] == 0 and totals["not_processed"] == 12
+    assert not ray.is_initialized()
 
 
 @pytest.mark.slow

@@ -185,7 +185,7 @@ class RunConfig:
     engine: str = option(
         "local",
         "Where the inputs are explained: local (this process) | ray (a pool of Ray actors, each "
-        "holding the model; needs pip install 'cnnvis[ray]').",
+        "holding the model; needs pip install 'cnnvis\\[ray]').",
         metavar="local|ray",
         panel=SCALE_PANEL,
     )

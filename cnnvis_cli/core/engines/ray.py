@@ -34,13 +34,15 @@ import logging
 import math
 import os
 import signal
+import socket
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnvis_cli.core.discover import InputItem
-from cnnvis_cli.core.tf import quiet_native_stderr
 from cnnvis_cli.errors import CnnvisError, Terminated
 from cnnvis_cli.output.summary import Record, Summary, finite
 
@@ -113,15 +115,20 @@ def start_ray(config: RunConfig, workers: int | None) -> str:
     if address == "local":
         cpus = max(usable_cores(), math.ceil((workers or usable_cores()) * ACTOR_CPUS) + 1)
         options.update(num_cpus=cpus, object_store_memory=LOCAL_OBJECT_STORE)
+    check_reachable(address)
     main = threading.current_thread() is threading.main_thread()
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
     failure = None
     try:
-        with quiet_native_stderr():  # Ray's C++ start-up lines
+        with discard_native_stderr():  # Ray's C++ start-up and retry lines
             try:
                 ray.init(**options)
             except Exception as exc:
                 failure = exc
+            except SystemExit as exc:  # SIGTERM meanwhile: Ray's own handler exits
+                if exc.code == signal.SIGTERM:
+                    raise Terminated() from None
+                raise
     finally:
         for number, handler in handlers.items():  # ray.init replaces SIGTERM's: keep ours
             signal.signal(number, handler)
@@ -130,6 +137,39 @@ def start_ray(config: RunConfig, workers: int | None) -> str:
     if address == "local":
         return f"a local Ray ({cpus} CPUs)"
     return f"the Ray cluster at {address}"
+
+
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Refuse a HOST:PORT nothing answers on now, rather than after Ray's minutes of retries."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # local, auto, ray://...: Ray itself answers quickly
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise CnnvisError(
+            f"cannot join Ray at {address} (nothing answers there: {exc.strerror or exc}); check "
+            "--ray-address or RAY_ADDRESS"
+        ) from None
+
+
+@contextlib.contextmanager
+def discard_native_stderr() -> Iterator[None]:
+    """File descriptor 2 goes to /dev/null within the block (Ray's C++ logging writes there)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as sink:
+            os.dup2(sink.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def default_workers(local: bool) -> int:
