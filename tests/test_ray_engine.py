@@ -158,8 +158,10 @@ def test_a_batch_that_raises_is_retried_input_by_input(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_gradcam_on_ray_equals_the_local_engine(ray_cluster, tmp_path):
-    local, ray = _both(tmp_path, "gradcam", SAMPLES, "-m", DEMO, "--save-raw", "-b", "4")
+    metrics = ("--metrics", "deletion,insertion", "--metric-steps", "8")
+    local, ray = _both(tmp_path, "gradcam", SAMPLES, "-m", DEMO, "--save-raw", "-b", "4", *metrics)
     summary = _summary(ray)
+    assert summary["totals"]["metrics"]["deletion_auc"] is not None
     assert summary["engine"]["name"] == "ray" and summary["engine"]["workers"] == WORKERS
     assert summary["totals"]["processed"] == 12
     assert _comparable(summary, ray) == _comparable(_summary(local), local)
@@ -191,6 +193,29 @@ def test_a_corrupt_file_is_one_error_the_rest_is_written(ray_cluster, tmp_path):
         assert records[next(k for k in records if k.startswith(name))]["error"] is None
         assert (out / f"{name}_gradcam.png").is_file()
     assert _summary(out)["totals"]["failed"] == 1
+
+
+@pytest.mark.slow
+def test_actors_that_cannot_start_fail_their_inputs_not_the_run(ray_cluster, tmp_path):
+    """A model the actors cannot load (here: custom objects that refuse any other process) ends
+    as one error line and an error record per input; stdout stays the summary JSON alone."""
+    refuse = tmp_path / "custom.py"
+    refuse.write_text(
+        f"import os\nif os.getpid() != {os.getpid()}:\n"
+        "    raise RuntimeError('this node cannot load the model')\n"
+    )
+    out = tmp_path / "out"
+    args = ("gradcam", SAMPLES, "-m", DEMO, "-o", out, "--custom-objects", refuse, "--json", "-q")
+    result = invoke(*args, "--engine", "ray", "--workers", 1)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "the Ray job failed (ModelError: " in lines[0] and "this node cannot load" in lines[0]
+    assert "12 input(s) not processed: --resume does them" in lines[0]
+    summary = json.loads(result.stdout)  # nothing but the JSON on stdout
+    assert summary["totals"]["failed"] == 12
+    errors = [r["error"] for r in summary["results"]]
+    assert all(e.startswith("not processed: the Ray job failed") for e in errors)
 
 
 @pytest.mark.slow

@@ -314,10 +314,11 @@ def run_method(
     summary: Summary,
     journal: Journal | None = None,
     inputs: set[Path] | None = None,
+    metrics: MetricEvaluator | None = None,
 ) -> Summary:
     """Run ``method`` over ``items`` into ``summary`` (and each finished one into ``journal``);
     every input ends up in the summary. No output may overwrite one of ``inputs`` (resolved
-    paths; besides ``items``' own)."""
+    paths; besides ``items``' own). ``metrics``: an evaluator to reuse (its traced functions)."""
     adapter = method.adapter
     source = ImageSource(
         items,
@@ -332,7 +333,8 @@ def run_method(
     writer = OutputWriter(
         config, method, {item.path.resolve() for item in items} | (inputs or set())
     )
-    metrics = MetricEvaluator(config, method) if config.metric_names else None
+    if metrics is None and config.metric_names:
+        metrics = MetricEvaluator(config, method)
 
     def fail(item: InputItem, message: str) -> None:
         summary.add(Record(str(item.path), error=message))

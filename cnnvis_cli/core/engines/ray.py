@@ -33,6 +33,7 @@ import json
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import sys
@@ -48,12 +49,14 @@ from cnnvis_cli.output.summary import Record, Summary, finite
 
 if TYPE_CHECKING:
     from cnnvis_cli.core.config import RunConfig
-    from cnnvis_cli.core.runner import Setup
+    from cnnvis_cli.core.runner import MetricEvaluator, Setup
     from cnnvis_cli.methods.base import Method
     from cnnvis_cli.output.journal import Journal
     from cnnvis_cli.output.progress import ProgressReporter
 
 RAY_EXTRA = "pip install 'cnnvis[ray]'"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+ERROR_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception)): (.+)$")
 ACTOR_CPUS = 0.5
 TASKS_PER_ACTOR = 2  # batches queued at an actor: one running, one ready
 LOCAL_OBJECT_STORE = 256 * 2**20  # rows and records are small
@@ -96,12 +99,13 @@ def _quiet_ray_data() -> None:
             setattr(context, name, False)
 
 
-def start_ray(config: RunConfig, workers: int | None) -> str:
-    """Join or start Ray (unless this process already is connected); returns where it runs."""
+def start_ray(config: RunConfig, workers: int | None) -> tuple[str, bool]:
+    """Join or start Ray (unless this process already is connected); returns where it runs and
+    whether it is a local Ray started here."""
     import ray
 
     if ray.is_initialized():
-        return "the Ray this process joined"
+        return "the Ray this process joined", False
     address = config.ray_address or os.environ.get("RAY_ADDRESS") or "local"
     for name, value in QUIET_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
@@ -135,8 +139,8 @@ def start_ray(config: RunConfig, workers: int | None) -> str:
     if failure is not None:
         raise CnnvisError(f"cannot start or join Ray at {address} ({_reason(failure)})")
     if address == "local":
-        return f"a local Ray ({cpus} CPUs)"
-    return f"the Ray cluster at {address}"
+        return f"a local Ray ({cpus} CPUs)", True
+    return f"the Ray cluster at {address}", False
 
 
 def check_reachable(address: str, timeout: float = 10.0) -> None:
@@ -172,6 +176,25 @@ def discard_native_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+@contextlib.contextmanager
+def remote_errors_unprinted() -> Iterator[None]:
+    """Within the block, Ray's driver does not print remote errors (an actor's whole traceback)
+    to stdout, where they would break ``--json``: the engine reports them in one line."""
+    try:
+        from ray._private import worker
+    except ImportError:
+        worker = None
+    original = getattr(worker, "print_to_stdstream", None)
+    if original is None:  # another Ray version: nothing to hold back
+        yield
+        return
+    worker.print_to_stdstream = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        worker.print_to_stdstream = original
+
+
 def default_workers(local: bool) -> int:
     """A local Ray: one actor per core; a cluster: one per alive node."""
     if local:
@@ -187,7 +210,11 @@ def record_json(record: Record) -> str:
 
 
 def explain_items(
-    config: RunConfig, method: Method, items: list[InputItem], inputs: set[Path]
+    config: RunConfig,
+    method: Method,
+    items: list[InputItem],
+    inputs: set[Path],
+    metrics: MetricEvaluator | None = None,
 ) -> list[Record]:
     """The records of ``items``, explained, rendered and written by the local engine's code.
 
@@ -202,10 +229,14 @@ def explain_items(
     summary = Summary(method=method.name, output_dir=config.out)
     with ProgressReporter(Console(file=io.StringIO()), quiet=True) as reporter:
         try:
-            run_method(config, method, items, reporter, summary, None, inputs)
+            run_method(config, method, items, reporter, summary, None, inputs, metrics)
         except Exception as exc:
             if len(items) > 1:
-                return [r for item in items for r in explain_items(config, method, [item], inputs)]
+                return [
+                    record
+                    for item in items
+                    for record in explain_items(config, method, [item], inputs, metrics)
+                ]
             reason = " ".join(str(exc).split())[:300] or type(exc).__name__
             return [Record(str(items[0].path), error=f"cannot explain the image ({reason})")]
     return summary.records
@@ -224,13 +255,15 @@ class ExplainWorker:
         from cnnvis_cli.core.tf import tf_and_keras
 
         tf_and_keras()  # first: TensorFlow's start-up lines stay out of the logs
-        from cnnvis_cli.core.runner import build_method, load_adapter
+        from cnnvis_cli.core.runner import MetricEvaluator, build_method, load_adapter
         from cnnvis_cli.output.files import current_umask
 
         current_umask()  # read once, before any writer thread starts
         self.config = config
         self.method = build_method(config, load_adapter(config), image_count)
         self.inputs = {Path(path) for path in inputs}
+        # built once: its compiled functions are traced for the first batch only
+        self.metrics = MetricEvaluator(config, self.method) if config.metric_names else None
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
         items = [
@@ -239,7 +272,7 @@ class ExplainWorker:
                 batch["path"], batch["rel_dir"], batch["stem"], strict=True
             )
         ]
-        records = explain_items(self.config, self.method, items, self.inputs)
+        records = explain_items(self.config, self.method, items, self.inputs, self.metrics)
         return {"record": [record_json(record) for record in records]}
 
 
@@ -263,8 +296,42 @@ def _inputs_inside(items: list[InputItem], out: Path) -> list[str]:
 
 
 def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    """One line for an exception; for Ray's (which carry the remote traceback as text), the
+    last ``SomeError: message`` line of it, without colour codes or module paths."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and cause is not exc:
+        return _reason(cause)
+    lines = [line.strip() for line in ANSI.sub("", str(exc)).splitlines() if line.strip()]
+    for line in reversed(lines):
+        found = ERROR_LINE.match(line)
+        if found:
+            lines = [f"{found.group(1)}: {found.group(2)}"]
+            break
+    text = " ".join(" ".join(lines).split())
     return (text[:300] or type(exc).__name__).rstrip(".")
+
+
+def explained_dataset(config: RunConfig, ready: Setup, workers: int) -> Any:
+    """The inputs as rows, mapped by ``workers`` actors to their records (lazy, streamed)."""
+    import ray.data
+
+    return ray.data.from_items(_rows(ready.items)).map_batches(
+        ExplainWorker,
+        batch_size=ready.method.batching.images,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(
+            size=workers, max_tasks_in_flight_per_actor=TASKS_PER_ACTOR
+        ),
+        num_cpus=ACTOR_CPUS,
+        num_gpus=config.worker_gpus or None,
+        fn_constructor_kwargs={
+            "config": config,
+            # the local engine's images per step: the same traced shapes, the same maps
+            "image_count": max(1, len(ready.items) + len(ready.finished)),
+            "cwd": os.getcwd(),
+            "inputs": _inputs_inside(ready.items, config.out),
+        },
+    )
 
 
 def run(
@@ -296,65 +363,55 @@ def run(
             reporter.error(record.input, record.error or "failed")
         reporter.advance(1, Path(record.input).name)
 
+    def give_up(why: str) -> None:
+        """Every input without a record becomes an error (one line for all of them)."""
+        reporter.fatal(f"{why}; {len(pending)} input(s) not processed: --resume does them")
+        for item in list(pending.values()):
+            summary.add(Record(str(item.path), error=f"not processed: {why}"))
+        pending.clear()
+
     joined = ray.is_initialized()
     started = time.perf_counter()
     began = None
-    try:
-        where = start_ray(config, config.workers)
-        startup = time.perf_counter() - started
-        _quiet_ray_data()
-        workers = config.workers or default_workers(local=where.startswith("a local"))
-        reporter.info(
-            f"engine ray: {workers} worker(s) on {where}"
-            + ("" if joined else f", started in {startup:.1f} s")
-        )
-        summary.extra["engine"] = {
-            "name": "ray",
-            "workers": workers,
-            "startup_seconds": round(startup, 3),
-        }
-        dataset = ray.data.from_items(_rows(items)).map_batches(
-            ExplainWorker,
-            batch_size=method.batching.images,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(
-                size=workers, max_tasks_in_flight_per_actor=TASKS_PER_ACTOR
-            ),
-            num_cpus=ACTOR_CPUS,
-            num_gpus=config.worker_gpus or None,
-            fn_constructor_kwargs={
-                "config": config,
-                "image_count": max(1, len(items) + len(ready.finished)),
-                "cwd": os.getcwd(),
-                "inputs": _inputs_inside(items, config.out),
-            },
-        )
-        reporter.start(len(items), method.name)
-        began = time.perf_counter()
-        with contextlib.closing(iter(dataset.iter_rows())) as rows:
-            for row in rows:
-                if "first_result_seconds" not in summary.extra["engine"]:
-                    first = round(time.perf_counter() - began, 3)
-                    summary.extra["engine"]["first_result_seconds"] = first
-                accept(Record.from_json(json.loads(row["record"])))
-    except KeyboardInterrupt as stop:
-        summary.interrupted = True
-        summary.terminated = isinstance(stop, Terminated)
-    except CnnvisError:
-        raise
-    except Exception as exc:  # the Ray job failed beyond its retries
-        message = f"not processed: the Ray job failed ({_reason(exc)}); --resume does it again"
-        reporter.fatal(f"the Ray job failed ({_reason(exc)})")
-        for item in list(pending.values()):
-            accept(Record(str(item.path), error=message))
-    finally:
-        if began is not None:
-            summary.seconds += time.perf_counter() - began
-        if not joined and ray.is_initialized():
-            with contextlib.suppress(Exception):
-                ray.shutdown()
+    with remote_errors_unprinted():
+        try:
+            where, local = start_ray(config, config.workers)
+            startup = time.perf_counter() - started
+            _quiet_ray_data()
+            workers = config.workers or default_workers(local)
+            reporter.info(
+                f"engine ray: {workers} worker(s) on {where}"
+                + ("" if joined else f", started in {startup:.1f} s")
+            )
+            summary.extra["engine"] = {
+                "name": "ray",
+                "workers": workers,
+                "startup_seconds": round(startup, 3),
+            }
+            dataset = explained_dataset(config, ready, workers)
+            reporter.start(len(items), method.name)
+            began = time.perf_counter()
+            with contextlib.closing(iter(dataset.iter_rows())) as rows:
+                for row in rows:
+                    if "first_result_seconds" not in summary.extra["engine"]:
+                        first = round(time.perf_counter() - began, 3)
+                        summary.extra["engine"]["first_result_seconds"] = first
+                    accept(Record.from_json(json.loads(row["record"])))
+        except KeyboardInterrupt as stop:
+            summary.interrupted = True
+            summary.terminated = isinstance(stop, Terminated)
+        except CnnvisError:
+            raise
+        except Exception as exc:  # the Ray job failed beyond its retries
+            give_up(f"the Ray job failed ({_reason(exc)})")
+        finally:
+            if began is not None:
+                summary.seconds += time.perf_counter() - began
+            if not joined and ray.is_initialized():
+                with contextlib.suppress(Exception):
+                    ray.shutdown()
     if not summary.interrupted:
-        for item in list(pending.values()):  # a worker stopped without answering for it
-            accept(Record(str(item.path), error="not processed: its Ray worker stopped first"))
+        if pending:  # a worker stopped without answering for them
+            give_up("a Ray worker stopped before it answered")
         reporter.finish()
     summary.records.sort(key=lambda r: r.input)
