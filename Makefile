@@ -25,11 +25,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# the fast tests against the oldest supported TensorFlow, Keras, NumPy, Typer (ci/oldest.txt)
+# the fast tests against the oldest supported TensorFlow, Keras, NumPy, Typer (ci/oldest.txt);
+# without Ray: its tests are slow ones, run by make test
 $(OLDEST)/.installed: pyproject.toml ci/oldest.txt
 	test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)
 	$(OLDEST)/bin/python -m pip install --quiet --quiet --upgrade pip
-	$(OLDEST)/bin/python -m pip install --quiet --quiet -c ci/oldest.txt -e '.[dev]'
+	$(OLDEST)/bin/python -m pip install --quiet --quiet -c ci/oldest.txt -e . 'pytest>=8'
 	touch $@
 
 test-oldest: $(OLDEST)/.installed

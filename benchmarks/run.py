@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python benchmarks/run.py [--quick] [--models demo,mobilenetv2,resnet50]
-                                       [--cases pipeline,occlusion,startup,memory,methods]
+                                       [--cases pipeline,occlusion,startup,memory,methods,ray]
 
 Generated inputs and models go to ``benchmarks/_work/`` (git-ignored); results to
 ``benchmarks/results.json`` (``--quick`` writes ``benchmarks/_work/results-quick.json``).
@@ -44,7 +44,9 @@ CASES = (
     "incremental",
     "daemon",
     "hostile",
+    "ray",
 )
+DEFAULT_CASES = CASES[:-1]  # ray (--engine ray vs local; needs cnnvis[ray]) only when asked
 
 
 def _list(value: str, allowed: tuple[str, ...], what: str) -> list[str]:
@@ -69,8 +71,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--cases",
         type=lambda v: _list(v, CASES, "case"),
-        default=list(CASES),
-        help=f"comma-separated, from {','.join(CASES)} (methods: per-method context figures)",
+        default=list(DEFAULT_CASES),
+        help=f"comma-separated, from {','.join(CASES)} (methods: per-method context figures; "
+        "ray: bench_ray.py's engine ratio, not run by default)",
     )
     parser.add_argument("--results", type=Path, default=None, help="where to write the JSON")
     parser.add_argument(
@@ -264,6 +267,15 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 results[case], new = out
                 checks.extend(new)
+    if "ray" in args.cases:
+        import bench_ray
+
+        out = attempt("ray", "-", lambda: bench_ray.run_case(args.quick))
+        if "error" in out:
+            results["ray"] = out
+        else:
+            results["ray"], new = out
+            checks.extend(new)
     if "methods" in args.cases:
         out = attempt("methods", "-", lambda: cases.methods_case(models, settings))
         if "error" in out:

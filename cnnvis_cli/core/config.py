@@ -18,7 +18,7 @@ MODEL_PANEL = "Model"
 OUTPUT_PANEL = "Output"
 METRICS_PANEL = "Metrics and report"
 INPUT_PANEL = "Input and batching"
-SCALE_PANEL = "Shards and resuming"
+SCALE_PANEL = "Shards, resuming and Ray"
 DEFAULT_OUT = Path("cnnvis-out")
 
 
@@ -226,6 +226,35 @@ class RunConfig:
         False,
         "Skip inputs a previous run into the same -o already finished (same model, method and "
         "options; the input unchanged), even after Ctrl-C or kill -9; do the rest.",
+        panel=SCALE_PANEL,
+    )
+    engine: str = option(
+        "local",
+        "Where the inputs are explained: local (this process) | ray (a pool of Ray actors, each "
+        "holding the model; needs pip install 'cnnvis\\[ray]').",
+        metavar="local|ray",
+        panel=SCALE_PANEL,
+    )
+    ray_address: str | None = option(
+        None,
+        "The Ray cluster --engine ray joins (e.g. auto, HOST:6379). Default: $RAY_ADDRESS if "
+        "set, else a new local Ray on this machine.",
+        metavar="ADDRESS",
+        panel=SCALE_PANEL,
+    )
+    workers: int | None = option(
+        None,
+        "Ray actors with --engine ray; each loads the model once. Default: the cores of a local "
+        "Ray, one per node of a cluster.",
+        metavar="N",
+        min=1,
+        panel=SCALE_PANEL,
+    )
+    worker_gpus: float = option(
+        0.0,
+        "GPUs each Ray actor asks for with --engine ray (1 on GPU nodes; 0.5 puts two on a GPU).",
+        metavar="G",
+        min=0.0,
         panel=SCALE_PANEL,
     )
     # set by code, not flags

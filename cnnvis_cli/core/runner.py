@@ -25,6 +25,7 @@ from cnnvis_cli.core.adapter import ModelAdapter
 from cnnvis_cli.core.batching import Batching, chunk_size
 from cnnvis_cli.core.config import RunConfig
 from cnnvis_cli.core.discover import InputItem, discover
+from cnnvis_cli.core.engines import check_engine, run_engine
 from cnnvis_cli.core.resume import RunIdentity, finished_records, source_of
 from cnnvis_cli.core.shards import Shard, item_key, problem_key
 from cnnvis_cli.core.signals import terminate_as_interrupt
@@ -103,6 +104,7 @@ def validate_config(config: RunConfig) -> None:
     """Option checks that need no model: exit 2 before anything is loaded."""
     from cnnvis_cli.evaluation.metrics import metric_names
 
+    check_engine(config)
     if not 0.0 <= config.alpha <= 1.0:
         raise CnnvisError(f"--alpha must be between 0 and 1, got {config.alpha}")
     if config.image_format not in IMAGE_FORMATS:
@@ -382,9 +384,13 @@ def run_method(
     summary: Summary,
     journal: Journal | None = None,
     labels: Labels | None = None,
+    inputs: set[Path] | None = None,
+    metrics: MetricEvaluator | None = None,
 ) -> Summary:
     """Run ``method`` over ``items`` into ``summary`` (and each finished one into ``journal``);
     every input ends up in the summary. ``labels``: expected classes to judge predictions by.
+    No output may overwrite one of ``inputs`` (resolved paths; besides ``items``' own).
+    ``metrics``: an evaluator to reuse (its traced functions).
 
     The progress bar counts every input found (``summary.inputs_found``; those already in the
     summary, such as unreadable files or resumed inputs, count as done) and ends at the number of
@@ -400,8 +406,11 @@ def run_method(
         max_file_size=config.max_file_size * 2**20,
         memory_budget=config.memory_budget * 2**20,
     )
-    writer = OutputWriter(config, method, {item.path.resolve() for item in items})
-    metrics = MetricEvaluator(config, method) if config.metric_names else None
+    writer = OutputWriter(
+        config, method, {item.path.resolve() for item in items} | (inputs or set())
+    )
+    if metrics is None and config.metric_names:
+        metrics = MetricEvaluator(config, method)
 
     def fail(item: InputItem, message: str) -> None:
         summary.add(Record(str(item.path), error=message))
@@ -660,17 +669,21 @@ def execute(
     journal = Journal(config.out, ready.identity.header())
     for record in ready.finished.values():
         journal.add(record)
+    engine_failed = None
     try:
-        run_method(config, method, ready.items, reporter, summary, journal, ready.labels)
+        run_engine(config, ready, reporter, summary, journal)
     except KeyboardInterrupt as stop:
         summary.interrupted = True
         summary.terminated = isinstance(stop, Terminated)
+    except CnnvisError as exc:  # the engine could not start (e.g. no Ray cluster there)
+        reporter.fatal(str(exc))
+        engine_failed = exc.exit_code
     if config.check is not None:
         processed = [r for r in summary.records if r.ok]
         summary.check = config.check.verdict(
             [r.check for r in processed], [r.label for r in processed]
         )
-    failed = finish_outputs(config, summary, reporter.fatal)
+    failed = finish_outputs(config, summary, reporter.fatal) or engine_failed
     journal.close(remove=failed is None)
     return summary, failed
 
