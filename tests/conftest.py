@@ -80,6 +80,15 @@ def random_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
+def export_saved_model(model, path: Path) -> Path:
+    """``model.export(path)`` quietly (Keras < 3.6 has no ``verbose`` argument and prints)."""
+    try:
+        model.export(path, verbose=False)
+    except TypeError:
+        model.export(path)
+    return path
+
+
 def invoke(*args: object):
     """Run the CLI in-process (TensorFlow is imported once per session) and return the result."""
     from typer.testing import CliRunner

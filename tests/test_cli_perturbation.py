@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cnnvis_cli.demo.paths import demo_model_path, sample_images_dir
-from tests.conftest import invoke, random_rgb, write_image
+from tests.conftest import export_saved_model, invoke, random_rgb, write_image
 
 FAST = {
     "rise": ["--samples", "32", "--grid", "4"],
@@ -92,7 +92,7 @@ def test_perturbation_methods_run_on_a_saved_model_directory(keras_mod, folder, 
         ]
     )
     export = tmp_path / "exported"
-    model.export(export, verbose=False)
+    export_saved_model(model, export)
     for method, args in FAST.items():
         result = invoke(method, folder, "-m", export, "-o", tmp_path / method, "-q", *args)
         assert result.exit_code == 0, (method, result.output)

@@ -19,7 +19,7 @@ from cnnvis_cli.visualize.maximize import (
     parse_filters,
     parse_size,
 )
-from tests.conftest import invoke
+from tests.conftest import export_saved_model, invoke
 
 SIZE = (20, 24)
 # the probes call the functional models on bare arrays
@@ -192,6 +192,6 @@ def test_command_errors_exit_2(model_file, tmp_path, args, message):
 
 def test_saved_model_directory_is_refused(keras_mod, model, tmp_path):
     export = tmp_path / "exported"
-    model.export(export, verbose=False)
+    export_saved_model(model, export)
     result = invoke("maximize", "-m", export, "--class", "1", "-o", tmp_path / "x")
     assert result.exit_code == 2 and "forward passes only" in result.stderr

@@ -12,7 +12,7 @@ from cnnvis_cli.core.adapter import ModelAdapter
 from cnnvis_cli.core.loading import load_model
 from cnnvis_cli.errors import ModelError
 from cnnvis_cli.methods.gradcam import GradCAM
-from tests.conftest import invoke, random_rgb, write_image
+from tests.conftest import export_saved_model, invoke, random_rgb, write_image
 
 GRADIENT_METHODS = ["gradcam", "guided", "guided-gradcam"]
 
@@ -239,10 +239,7 @@ def test_saved_model_directory_runs_occlusion_only(keras_mod, tmp_path, images):
         ]
     )
     export = tmp_path / "exported"
-    try:
-        model.export(export, verbose=False)
-    except TypeError:  # Keras < 3.6 has no verbose argument
-        model.export(export)
+    export_saved_model(model, export)
     result = invoke("occlusion", images, "-m", export, "-o", tmp_path / "occ", "-q")
     assert result.exit_code == 0, result.output
     result = invoke("gradcam", images, "-m", export, "-o", tmp_path / "gc")

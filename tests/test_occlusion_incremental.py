@@ -10,7 +10,7 @@ import pytest
 
 from cnnvis_cli.core.adapter import ModelAdapter
 from cnnvis_cli.methods.occlusion import Occlusion
-from tests.conftest import invoke, random_rgb, write_image
+from tests.conftest import export_saved_model, invoke, random_rgb, write_image
 
 
 @pytest.fixture(scope="module")
@@ -143,10 +143,7 @@ def test_approximations_are_reported_and_cheaper(keras_mod, tmp_path, images):
 def test_a_saved_model_runs_naive_and_refuses_on(keras_mod, tmp_path, images):
     model = residual_model(keras_mod)
     export = tmp_path / "exported"
-    try:
-        model.export(export, verbose=False)
-    except TypeError:  # Keras < 3.6
-        model.export(export)
+    export_saved_model(model, export)
     result = invoke("occlusion", images, "-m", export, "-o", tmp_path / "o", "-q")
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())

@@ -421,8 +421,11 @@ def test_the_generator_reproduces_the_sample_scenes(tmp_path):
     for path in sorted(SAMPLES.glob("scene_*")):
         ours, theirs = cv2.imread(str(tmp_path / path.name)), cv2.imread(str(path))
         assert ours.shape == theirs.shape
-        limit = 0 if path.suffix == ".png" else 3  # JPEG encoders may differ by a level
-        assert np.abs(ours.astype(int) - theirs.astype(int)).mean() <= limit
+        # JPEG encoders may differ by a level or so; OpenCV 4.8 (ci/oldest.txt) rasterises a few
+        # shape edges differently (0.6 % of one scene's pixels): the scenes are the same drawing
+        tolerance = 0 if path.suffix == ".png" else 3
+        differs = np.abs(ours.astype(int) - theirs.astype(int)).max(axis=-1) > tolerance
+        assert differs.mean() <= 0.01, (path.name, differs.mean())
 
 
 def test_demo_model_names_load_from_anywhere(tmp_path, monkeypatch):

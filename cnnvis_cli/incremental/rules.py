@@ -415,6 +415,8 @@ def rule_for(step: Step, plan: Plan) -> Rule:
         return Rule(POINTWISE, macs=elements)
     if any(_is(op, getattr(L, n)) for n in ("ReLU", "Activation", "LeakyReLU", "ELU")):
         return Rule(POINTWISE, macs=elements)
+    if type(op).__name__ == "Cast":  # a dtype cast Keras < 3.6 puts before mixed-precision layers
+        return Rule(POINTWISE, macs=elements)
     return Rule(UNSUPPORTED, reason="no window rule for this layer")
 
 
