@@ -187,6 +187,7 @@ def stage_breakdown(config: Any, adapter: Any, method: Any, items: list[Any]) ->
 
 
 PIPELINE_FORMATS = ("jpg", "png")  # the first is checked against the target, the other reported
+PIPELINE_TARGET_MODELS = ("mobilenetv2", "resnet50")  # >= 0.85 with --format jpg (issue #12)
 
 
 def pipeline_case(spec: ModelSpec, models: Models, settings: Settings) -> Result:
@@ -284,7 +285,9 @@ def pipeline_case(spec: ModelSpec, models: Models, settings: Settings) -> Result
         f"ratio {other_ratio:.2f}",
         extra={"cpu_time_ratio": results["cpu_time_ratio"]},
     )
-    return results, [check]
+    # the target is for real models; the demo model's forward and backward pass (~2 ms) is
+    # shorter than decoding and writing a 640x480 image, so its ratio is context only
+    return results, [check] if spec.key in PIPELINE_TARGET_MODELS else []
 
 
 # -- 2. Occlusion ----------------------------------------------------------------------------------
@@ -337,7 +340,9 @@ def occlusion_case(spec: ModelSpec, models: Models, settings: Settings) -> Resul
         model=spec.spec,
         eval_batch=OCCLUSION_BATCH,
         quiet=True,
-        method_options=OcclusionOptions(stride=stride),
+        # the batched engine: this case measures its overhead over bare forward passes (the
+        # incremental case measures incremental inference against it)
+        method_options=OcclusionOptions(stride=stride, incremental="off"),
     )
     method = build_method(config, adapter)
     items, _ = discover([str(scenes(settings))])
@@ -364,8 +369,9 @@ def occlusion_case(spec: ModelSpec, models: Models, settings: Settings) -> Resul
     def occlude() -> CpuUsage:
         with CpuMeter() as meter:
             explanation = method.explain(image)[0]
-        if explanation.extras.get("positions", positions) != positions:
-            raise RuntimeError(f"expected {positions} positions, got {explanation.extras}")
+        facts = explanation.facts
+        if facts.positions != positions or facts.engine != "naive":
+            raise RuntimeError(f"expected {positions} positions, naive engine, got {facts}")
         return meter.usage
 
     def limit() -> CpuUsage:

@@ -47,7 +47,7 @@ RATIO_TARGET = 10.0
 MAKE_MODEL = """
 import os, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-from cnnvis_cli._tf import tf_and_keras
+from cnnvis_cli.core.tf import tf_and_keras
 _, keras = tf_and_keras()
 keras.utils.set_random_seed(0)
 keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3)).save(sys.argv[1])
