@@ -159,9 +159,12 @@ def test_a_batch_that_raises_is_retried_input_by_input(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_gradcam_on_ray_equals_the_local_engine(ray_cluster, tmp_path):
     metrics = ("--metrics", "deletion,insertion", "--metric-steps", "8")
-    local, ray = _both(tmp_path, "gradcam", SAMPLES, "-m", DEMO, "--save-raw", "-b", "4", *metrics)
+    labels = ("--labels", SAMPLES / "labels.json")  # judged in the actors
+    args = ("gradcam", SAMPLES, "-m", DEMO, "--save-raw", "-b", "4", *metrics, *labels)
+    local, ray = _both(tmp_path, *args)
     summary = _summary(ray)
     assert summary["totals"]["metrics"]["deletion_auc"] is not None
+    assert all(r["label"]["correct"] for r in summary["results"])
     assert summary["engine"]["name"] == "ray" and summary["engine"]["workers"] == WORKERS
     assert summary["totals"]["processed"] == 12
     assert _comparable(summary, ray) == _comparable(_summary(local), local)
