@@ -52,10 +52,18 @@ def corners(size: int, patch: int, stride: int) -> list[int]:
     return found if found[-1] == size - patch else [*found, size - patch]
 
 
-def reference(model, image, patch, stride, baseline, top_k=1, class_index=None, scale=255.0):
-    """Averaged drop maps (K, h, w), occluding one position at a time in plain Python."""
+def reference(
+    model, image, patch, stride, baseline, top_k=1, class_index=None, scale=255.0, preprocess=None
+):
+    """Averaged drop maps (K, h, w), occluding one position at a time in plain Python; each
+    occluded copy is preprocessed on its own (``preprocess``, else division by ``scale``)."""
     h, w = image.shape[:2]
-    base = model(image[None] / scale).numpy()[0]
+    if preprocess is None:
+
+        def preprocess(x):
+            return x / scale
+
+    base = model(preprocess(image[None])).numpy()[0]
     targets = [class_index] if class_index is not None else list(np.argsort(-base)[:top_k])
     sums = np.zeros((len(targets), h, w))
     counts = np.zeros((h, w))
@@ -63,7 +71,7 @@ def reference(model, image, patch, stride, baseline, top_k=1, class_index=None, 
         for x in corners(w, patch, stride):
             occluded = image.copy()
             occluded[y : y + patch, x : x + patch] = baseline[y : y + patch, x : x + patch]
-            out = model(occluded[None] / scale).numpy()[0]
+            out = model(preprocess(occluded[None])).numpy()[0]
             for k, c in enumerate(targets):
                 sums[k, y : y + patch, x : x + patch] += base[c] - out[c]
             counts[y : y + patch, x : x + patch] += 1
@@ -118,6 +126,35 @@ def test_matches_naive_reference(models, size, patch, stride, batch_size, baseli
             # the drop maps agree to 1e-5; normalising divides that error by the max drop
             np.testing.assert_allclose(got, normalised, atol=1e-5 / positive.max() + 1e-6)
             assert explanations[b].facts.max_drop[k] == pytest.approx(expected[k].max(), abs=1e-5)
+
+
+@pytest.mark.parametrize("incremental", ["off", "on"])
+@pytest.mark.parametrize("mode", ["symmetric", "caffe", "torch"])
+def test_preprocessing_the_image_once_equals_preprocessing_every_copy(models, mode, incremental):
+    """The method preprocesses the image and the baseline once and builds the copies from
+    them; the reference preprocesses every occluded copy (caffe: with its channel reversal)."""
+    from cnnvis_cli.core.preprocess import apply_preprocess
+
+    image = raw_images(1, (16, 16), seed=3)[0]
+    method = Occlusion.create(
+        ModelAdapter(models[(16, 16)], preprocess=mode),
+        patch=4,
+        stride=2,
+        baseline="blur",
+        incremental=incremental,
+    )
+    engine = method.explain(image[None])[0].facts.engine  # the path this case exercises
+    assert engine == ("incremental" if incremental == "on" else "naive")
+    expected, _ = reference(
+        models[(16, 16)],
+        image,
+        4,
+        2,
+        baseline_for(image, "blur", 4),
+        preprocess=lambda x: apply_preprocess(mode, x).astype(np.float32),
+    )
+    assert np.abs(expected).max() > 1e-3
+    np.testing.assert_allclose(method.drop_maps(image[None])[0, 0], expected[0], atol=1e-5)
 
 
 def test_signed_map_and_fixed_class(models):

@@ -298,8 +298,15 @@ class Occlusion(CopiesMethod):
 
         ``corners`` (n, 2) int32 are the patches' top-left (y, x); ``patch`` an int32 scalar;
         ``targets`` (K,) int32 class indices.
+
+        The image and the baseline are preprocessed once, before the copies are built: every
+        preprocessing mode maps each pixel on its own (``core/preprocess.py``), and the patch
+        covers whole pixels, so preprocess(copy) = copy of the preprocessed values, exactly,
+        and the batch is not passed over a second time.
         """
         tf, _ = tf_and_keras()
+        image = self.adapter.preprocess(image)
+        baseline = self.adapter.preprocess(baseline)
         dynamic = tf.shape(image)  # static sizes when known, so the model sees full shapes
         height, width, channels = (
             dynamic[i] if image.shape[i] is None else int(image.shape[i]) for i in range(3)
@@ -316,7 +323,8 @@ class Occlusion(CopiesMethod):
         # = image * (1 - mask) + baseline * mask for a 0/1 mask, exactly and without arithmetic
         occluded = tf.where(mask, tf.reshape(baseline, flat)[None], tf.reshape(image, flat)[None])
         occluded = tf.reshape(occluded, [-1, height, width, channels])
-        return tf.gather(self.adapter.outputs(occluded), targets, axis=1)
+        outputs = self.adapter.forward(occluded, preprocessed=True).outputs
+        return tf.gather(outputs, targets, axis=1)
 
     # -- computation ----------------------------------------------------------------------------
 
