@@ -152,7 +152,11 @@ def test_gate_exit_codes_junit_and_outputs(saved_model, folder, tmp_path):
         assert len(record["similarity"]["gradcam"]["hog"]) == 2
         assert (out / record["outputs"]["grid"].rsplit("/", 1)[-1]).is_file()
     assert (out / "sanity_plot.png").read_bytes()[:4] == b"\x89PNG"
-    assert "sanity FAILED" in (out / "index.html").read_text()
+    page = (out / "index.html").read_text()
+    assert "sanity FAILED" in page
+    # the report's table: guided's row holds its similarity per step, two decimals each
+    cells = [f"<td>{v:.2f}</td>" for v in guided]
+    assert "".join(cells) in page, cells
     suite = ElementTree.parse(junit).getroot()
     assert suite.get("name") == "cnnvis sanity" and suite.get("tests") == "2"
     cases = {c.get("name"): c for c in suite.iter("testcase")}

@@ -450,7 +450,7 @@ def sanity_section_data(summary: dict[str, Any], out_dir: Path) -> dict[str, Any
             {
                 "method": method,
                 "title": curve.get("title") or method,
-                "values": [_fmt(v, 2) for v in values],
+                "values": [f"{n:.2f}" if (n := _number(v)) is not None else "-" for v in values],
                 "passed": result.get("passed"),
             }
         )
