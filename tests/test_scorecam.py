@@ -63,7 +63,7 @@ def reference(
     mask_space="model",
     probe=None,
 ):
-    """Brute-force Score-CAM, one masked input at a time, in NumPy and OpenCV.
+    """Brute-force Score-CAM, one masked input per channel, in NumPy and OpenCV.
 
     paper (Wang et al.'s reference code): a_k = the target's softmax probability on
     X * H_k, X the preprocessed input; logit-softmax (pytorch-grad-cam): a_k = softmax over
@@ -77,7 +77,7 @@ def reference(
     targets = [class_index] if class_index is not None else list(np.argsort(-base)[:top_k])
     channels = range(features.shape[-1]) if channels is None else channels
     height, width = image.shape[:2]
-    scores, used = [], []
+    inputs, used = [], []
     for k in channels:
         up = cv2.resize(features[:, :, k].astype(np.float32), (width, height)).astype(np.float64)
         spread = up.max() - up.min()
@@ -86,10 +86,14 @@ def reference(
             masked = model_input * mask[:, :, None]
         else:
             masked = image * mask[:, :, None] / scale
-        logits = probe(masked[None].astype(np.float32))[1].numpy()[0].astype(np.float64)
-        per_class = softmax(logits) if weights == "paper" else logits
-        scores.append([per_class[c] for c in targets])
+        inputs.append(masked.astype(np.float32))
         used.append(features[:, :, k])
+    scores = []
+    for start in range(0, len(inputs), 32):  # one masked input per row: rows are independent
+        logits = probe(np.stack(inputs[start : start + 32]))[1].numpy().astype(np.float64)
+        for row in logits:
+            per_class = softmax(row) if weights == "paper" else row
+            scores.append([per_class[c] for c in targets])
     scores, used = np.asarray(scores, np.float64), np.stack(used).astype(np.float64)
     maps = []
     for t in range(len(targets)):
