@@ -80,6 +80,23 @@ def random_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
 
+def start_slow_occlusion(tmp_path: Path, model: Path, count: int, size: int, stdout=None):
+    """A real ``cnnvis occlusion`` process over ``count`` size x size images, one image and
+    one-pixel strides at a time (slow enough to be signalled mid-run); returns the process, the
+    output folder and the command (to run it again)."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "many"
+    for i in range(count):
+        write_image(folder / f"{i:02d}.png", random_rgb(size, size, seed=i))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "cnnvis_cli", "occlusion", str(folder), "-m", str(model)]
+    command += ["-o", str(out), "-q", "-b", "1", "--stride", "1", "--patch", "3"]
+    process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE)
+    return process, out, command
+
+
 def export_saved_model(model, path: Path) -> Path:
     """``model.export(path)`` quietly (Keras < 3.6 has no ``verbose`` argument and prints)."""
     try:

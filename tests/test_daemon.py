@@ -642,6 +642,25 @@ def test_exit_codes_pass_through(daemon, tmp_path):
     assert version.returncode == 0 and version.stdout.startswith("cnnvis ")
 
 
+def long_gradcam(client, tmp_path: Path, out: Path, count: int, batch: int, *extra: object):
+    """Start Grad-CAM over ``count`` copies of a scene through ``client`` (a daemon fixture),
+    ``batch`` images at a time, long enough to be interrupted; returns the client process."""
+    folder = many_images(tmp_path / "many", count)
+    return client.popen(
+        "gradcam",
+        folder,
+        "-m",
+        SHAPES,
+        "-o",
+        out,
+        "-b",
+        str(batch),
+        *extra,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
 def wait_for_outputs(folder: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
     """Wait until the command has written its first overlay (so some images are done)."""
     assert wait_for(lambda: any(folder.glob("*.png")) or proc.poll() is not None, timeout)
@@ -651,20 +670,8 @@ def wait_for_outputs(folder: Path, proc: subprocess.Popen, timeout: float = 120)
 @pytest.mark.slow
 def test_ctrl_c_cancels_the_command_in_the_daemon(daemon, tmp_path):
     count = 3000
-    folder = many_images(tmp_path / "many", count)
     out = tmp_path / "out"
-    proc = daemon.popen(
-        "gradcam",
-        folder,
-        "-m",
-        SHAPES,
-        "-o",
-        out,
-        "-b",
-        "2",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = long_gradcam(daemon, tmp_path, out, count, 2)
     try:
         wait_for_outputs(out, proc)
         started = time.monotonic()
@@ -689,20 +696,7 @@ def test_ctrl_c_cancels_the_command_in_the_daemon(daemon, tmp_path):
 @pytest.mark.slow
 def test_two_clients_at_once_are_both_served(daemon, tmp_path):
     count = 1000
-    folder = many_images(tmp_path / "many", count)
-    first = daemon.popen(
-        "gradcam",
-        folder,
-        "-m",
-        SHAPES,
-        "-o",
-        tmp_path / "first",
-        "-b",
-        "1",
-        "-q",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    first = long_gradcam(daemon, tmp_path, tmp_path / "first", count, 1, "-q")
     try:
         wait_for_outputs(tmp_path / "first", first)
         second = daemon.run(
@@ -744,20 +738,7 @@ def test_two_clients_at_once_are_both_served(daemon, tmp_path):
 def test_ctrl_c_while_queued_and_import_time_environment(daemon, tmp_path):
     """A queued command cancelled by Ctrl-C ends at once (130) without disturbing the running
     one; a client whose import-time variables differ is refused and runs in-process."""
-    folder = many_images(tmp_path / "many", 1000)
-    first = daemon.popen(
-        "gradcam",
-        folder,
-        "-m",
-        SHAPES,
-        "-o",
-        tmp_path / "first",
-        "-b",
-        "1",
-        "-q",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    first = long_gradcam(daemon, tmp_path, tmp_path / "first", 1000, 1, "-q")
     try:
         wait_for_outputs(tmp_path / "first", first)
         queued = daemon.popen(
@@ -931,19 +912,7 @@ def test_two_starts_leave_one_daemon_which_exits_when_idle(fresh_daemon):
 def test_daemon_death_stale_socket_and_sigterm(fresh_daemon, tmp_path):
     fresh_daemon.start()
     pid = fresh_daemon.pid()
-    folder = many_images(tmp_path / "many", 3000)
-    proc = fresh_daemon.popen(
-        "gradcam",
-        folder,
-        "-m",
-        SHAPES,
-        "-o",
-        tmp_path / "out",
-        "-b",
-        "2",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    proc = long_gradcam(fresh_daemon, tmp_path, tmp_path / "out", 3000, 2)
     try:
         wait_for_outputs(tmp_path / "out", proc)
         os.kill(pid, signal.SIGKILL)  # the daemon dies mid-command

@@ -6,14 +6,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from cnnvis_cli.output.files import LOCK_NAME, OutputLock
-from tests.conftest import invoke, random_rgb, write_image
+from tests.conftest import invoke, random_rgb, start_slow_occlusion, write_image
 
 
 @pytest.fixture
@@ -25,13 +24,7 @@ def folder(tmp_path):
 
 
 def test_sigterm_writes_the_summary_and_exits_143(tmp_path, saved_model):
-    folder = tmp_path / "many"
-    for i in range(60):
-        write_image(folder / f"{i:02d}.png", random_rgb(64, 64, seed=i))
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "cnnvis_cli", "occlusion", str(folder), "-m", str(saved_model)]
-    command += ["-o", str(out), "-q", "-b", "1", "--stride", "1", "--patch", "3"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process, out, _ = start_slow_occlusion(tmp_path, saved_model, 60, 64, stdout=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 240
         while not list(out.glob("*_occlusion.png")) and time.monotonic() < deadline:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from cnnvis_cli.core.discover import discover
 from cnnvis_cli.core.shards import Shard, bucket, item_key
 from cnnvis_cli.demo.paths import demo_model_path, sample_images_dir
 from cnnvis_cli.output.journal import JOURNAL_NAME
-from tests.conftest import invoke, random_rgb, write_image
+from tests.conftest import invoke, random_rgb, start_slow_occlusion, write_image
 
 SAMPLES = sample_images_dir()
 
@@ -188,13 +187,9 @@ def test_resume_with_other_options_is_refused(folder, tmp_path, saved_model):
 
 @pytest.mark.slow
 def test_resume_after_kill_9_completes_the_set(tmp_path, saved_model):
-    folder = tmp_path / "many"
-    for i in range(40):
-        write_image(folder / f"{i:02d}.png", random_rgb(48, 48, seed=i))
-    out = tmp_path / "out"
-    command = [sys.executable, "-m", "cnnvis_cli", "occlusion", str(folder), "-m", str(saved_model)]
-    command += ["-o", str(out), "-q", "-b", "1", "--stride", "1", "--patch", "3"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process, out, command = start_slow_occlusion(
+        tmp_path, saved_model, 40, 48, stdout=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 240
     while len(list(out.glob("*_occlusion.png"))) < 3 and time.monotonic() < deadline:
         assert process.poll() is None, process.stderr.read().decode()
