@@ -136,82 +136,57 @@ def _finish(layer: Any, outputs: Any) -> Any:
     return outputs
 
 
-def _conv_rule(step: Step, plan: Plan, layer: Any) -> Rule:
-    from keras import ops
-
+def _kernel_rule(step: Step, plan: Plan, layer: Any, conv: Any, kernels: list[Any], macs: int):
+    """A window rule for a convolution-like layer: ``conv(patch, *kernels, strides=...,
+    padding="valid", dilation_rate=..., data_format=...)`` on the changed window (padded by the
+    window gather, hence "valid"), then the layer's bias and activation."""
     rows, cols = _axes(
         step, plan, layer.kernel_size, layer.strides, layer.dilation_rate, layer.padding
     )
+
+    def compute(patches: list[Any]) -> Any:
+        dtype = layer.compute_dtype
+        out = conv(
+            _cast(patches[0], dtype),
+            *(_cast(kernel, dtype) for kernel in kernels),
+            strides=tuple(layer.strides),
+            padding="valid",
+            dilation_rate=tuple(layer.dilation_rate),
+            data_format="channels_last",
+        )
+        return _finish(layer, out)
+
+    return Rule(WINDOW, (Operand(step.inputs[0], rows, cols),), compute, macs)
+
+
+def _conv_rule(step: Step, plan: Plan, layer: Any) -> Rule:
+    from keras import ops
+
     cin, cout = _channels(plan, step.inputs[0]), _channels(plan, step.outputs[0])
     kh, kw = (int(k) for k in layer.kernel_size)
     macs = kh * kw * (cin // int(getattr(layer, "groups", 1) or 1)) * cout
     if (kh, kw) == (1, 1) and tuple(layer.strides) == (1, 1):
         return Rule(POINTWISE, macs=macs)
-
-    def compute(patches: list[Any]) -> Any:
-        dtype = layer.compute_dtype
-        out = ops.conv(
-            _cast(patches[0], dtype),
-            _cast(layer.kernel, dtype),
-            strides=tuple(layer.strides),
-            padding="valid",
-            dilation_rate=tuple(layer.dilation_rate),
-            data_format="channels_last",
-        )
-        return _finish(layer, out)
-
-    return Rule(WINDOW, (Operand(step.inputs[0], rows, cols),), compute, macs)
+    return _kernel_rule(step, plan, layer, ops.conv, [layer.kernel], macs)
 
 
 def _depthwise_rule(step: Step, plan: Plan, layer: Any) -> Rule:
     from keras import ops
 
-    rows, cols = _axes(
-        step, plan, layer.kernel_size, layer.strides, layer.dilation_rate, layer.padding
-    )
     kh, kw = (int(k) for k in layer.kernel_size)
     macs = kh * kw * _channels(plan, step.outputs[0])
-
-    def compute(patches: list[Any]) -> Any:
-        dtype = layer.compute_dtype
-        out = ops.depthwise_conv(
-            _cast(patches[0], dtype),
-            _cast(layer.kernel, dtype),
-            strides=tuple(layer.strides),
-            padding="valid",
-            dilation_rate=tuple(layer.dilation_rate),
-            data_format="channels_last",
-        )
-        return _finish(layer, out)
-
-    return Rule(WINDOW, (Operand(step.inputs[0], rows, cols),), compute, macs)
+    return _kernel_rule(step, plan, layer, ops.depthwise_conv, [layer.kernel], macs)
 
 
 def _separable_rule(step: Step, plan: Plan, layer: Any) -> Rule:
     from keras import ops
 
-    rows, cols = _axes(
-        step, plan, layer.kernel_size, layer.strides, layer.dilation_rate, layer.padding
-    )
     kh, kw = (int(k) for k in layer.kernel_size)
     cin, cout = _channels(plan, step.inputs[0]), _channels(plan, step.outputs[0])
     middle = cin * int(layer.depth_multiplier)
     macs = kh * kw * middle + middle * cout
-
-    def compute(patches: list[Any]) -> Any:
-        dtype = layer.compute_dtype
-        out = ops.separable_conv(
-            _cast(patches[0], dtype),
-            _cast(layer.depthwise_kernel, dtype),
-            _cast(layer.pointwise_kernel, dtype),
-            strides=tuple(layer.strides),
-            padding="valid",
-            dilation_rate=tuple(layer.dilation_rate),
-            data_format="channels_last",
-        )
-        return _finish(layer, out)
-
-    return Rule(WINDOW, (Operand(step.inputs[0], rows, cols),), compute, macs)
+    kernels = [layer.depthwise_kernel, layer.pointwise_kernel]
+    return _kernel_rule(step, plan, layer, ops.separable_conv, kernels, macs)
 
 
 def _pool_rule(step: Step, plan: Plan, layer: Any, mode: str) -> Rule:
